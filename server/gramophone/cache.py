@@ -1,0 +1,94 @@
+"""The on-disk cache of style targets and the named style store.
+
+Targets are keyed by the hash of their source audio and the settings they depend on, so
+the same clip under the same preset is learned once. Named styles (``gramophone style
+learn --name``) are the same files under ``styles/NAME.npz``. A corrupt or foreign file is
+recomputed (or reported) with a warning, never a crash; every write is atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .presets import Preset
+from .style import StyleTarget, audio_hash, learn_style
+
+log = logging.getLogger(__name__)
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def default_cache_dir() -> Path:
+    """``$GRAMOPHONE_CACHE``, else the platform's user cache folder."""
+    override = os.environ.get("GRAMOPHONE_CACHE")
+    if override:
+        return Path(override)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "gramophone"
+
+
+def check_name(name: str) -> str:
+    """A style name safe to use as a file name: letters, digits, ``_ . -``, at most 64."""
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"style name {name!r} must be 1–64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    return name
+
+
+class StyleCache:
+    """Targets on disk: anonymous ones keyed by content, and named ones."""
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        self.directory = Path(directory) if directory else default_cache_dir()
+        (self.directory / "targets").mkdir(parents=True, exist_ok=True)
+        (self.directory / "styles").mkdir(parents=True, exist_ok=True)
+
+    def key_path(self, sources: list[tuple[np.ndarray, int]], preset: Preset) -> Path:
+        settings = json.dumps(preset.target_key(), sort_keys=True)
+        digest = hashlib.sha256(f"{audio_hash(sources)}:{settings}".encode()).hexdigest()[:32]
+        return self.directory / "targets" / f"{digest}.npz"
+
+    def learn(self, sources: list[tuple[np.ndarray, int]], preset: Preset, name: str = "style") -> StyleTarget:
+        """The cached target for these clips and settings, learned and stored if absent or unreadable."""
+        path = self.key_path(sources, preset)
+        if path.exists():
+            try:
+                target = StyleTarget.load(path)
+                if target.compatible_with(preset):
+                    target.name = name
+                    return target
+                log.warning("cache file %s has other settings; recomputing", path)
+            except ValueError as error:
+                log.warning("%s; recomputing", error)
+        target = learn_style(sources, preset, name=name)
+        target.save(path)
+        return target
+
+    def named_path(self, name: str) -> Path:
+        return self.directory / "styles" / f"{check_name(name)}.npz"
+
+    def save_named(self, target: StyleTarget) -> Path:
+        return target.save(self.named_path(target.name))
+
+    def load_named(self, name: str) -> StyleTarget:
+        """A named style; KeyError if there is none, ValueError if its file is damaged."""
+        path = self.named_path(name)
+        if not path.exists():
+            raise KeyError(name)
+        target = StyleTarget.load(path)
+        target.name = name
+        return target
+
+    def names(self) -> list[str]:
+        return sorted(path.stem for path in (self.directory / "styles").glob("*.npz"))
+
+    def delete_named(self, name: str) -> None:
+        self.named_path(name).unlink(missing_ok=True)
+
+    def flush(self) -> None:
+        """Nothing is buffered (every write is atomic and immediate); kept for a clean shutdown call."""

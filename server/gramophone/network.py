@@ -1,0 +1,121 @@
+"""Frozen random Conv1d feature networks over log-magnitude spectrograms.
+
+The frequency bins are the input channels and time is the convolution axis. Weights are
+drawn with NumPy's PCG64 generator from a seed, so the same config and seed give the same
+network on every machine and every torch version; the networks are never trained.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}
+INITS = ("ulyanov", "torch", "he")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """A small description of the feature networks.
+
+    ``layers`` convolutions of ``filters`` outputs each; ``activation`` follows every
+    convolution except, when ``final_activation`` is false, the last (the article reads
+    its features straight from the second convolution). ``pool`` networks are built from
+    seeds ``seed … seed + pool - 1``; the optimiser uses one per step in turn, because a
+    single small random network is easily fooled (see docs/quality.md).
+    """
+
+    filters: int = 512
+    kernel: int = 11
+    layers: int = 1
+    activation: str = "relu"
+    final_activation: bool = True
+    padding: bool = False
+    bias: bool = False
+    init: str = "ulyanov"
+    pool: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}")
+        if min(self.filters, self.kernel, self.layers, self.pool) < 1:
+            raise ValueError("filters, kernel, layers and pool must be at least 1")
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames of input one output frame depends on."""
+        return self.layers * (self.kernel - 1) + 1
+
+    @property
+    def frames_lost(self) -> int:
+        """Frames an unpadded network drops at the edges, in total."""
+        return 0 if self.padding else self.receptive_field - 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _weights(rng: np.random.Generator, init: str, out_ch: int, in_ch: int, kernel: int) -> tuple[np.ndarray, np.ndarray]:
+    fan_in, fan_out = in_ch * kernel, out_ch * kernel
+    shape = (out_ch, in_ch, kernel)
+    if init == "ulyanov":  # Ulyanov & Lebedev 2016: Glorot-normal scaled by sqrt(2)
+        weight = rng.standard_normal(shape) * np.sqrt(2.0) * np.sqrt(2.0 / (fan_in + fan_out))
+    elif init == "he":
+        weight = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    else:  # PyTorch's default Conv1d init: kaiming_uniform(a=sqrt(5)) == U(±1/sqrt(fan_in))
+        weight = rng.uniform(-1.0, 1.0, shape) / np.sqrt(fan_in)
+    bias = rng.uniform(-1.0, 1.0, out_ch) / np.sqrt(fan_in)
+    return weight.astype(np.float32), bias.astype(np.float32)
+
+
+class FeatureNet(nn.Module):
+    """One frozen random network: ``(batch, channels, frames) -> (batch, filters, frames')``."""
+
+    def __init__(self, in_channels: int, config: NetworkConfig, seed: int) -> None:
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for index in range(config.layers):
+            conv = nn.Conv1d(channels, config.filters, config.kernel, bias=config.bias,
+                             padding=config.kernel // 2 if config.padding else 0)
+            weight, bias = _weights(rng, config.init, config.filters, channels, config.kernel)
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(weight))
+                if conv.bias is not None:
+                    conv.bias.copy_(torch.from_numpy(bias))
+            layers.append(conv)
+            if index < config.layers - 1 or config.final_activation:
+                layers.append(ACTIVATIONS[config.activation]())
+            channels = config.filters
+        self.body = nn.Sequential(*layers)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        return self.body(spectrogram)
+
+
+def build_pool(in_channels: int, config: NetworkConfig) -> list[FeatureNet]:
+    """The ``config.pool`` networks, seeded ``config.seed`` onwards."""
+    return [FeatureNet(in_channels, config, config.seed + offset) for offset in range(config.pool)]
+
+
+_POOLS: dict[tuple[int, NetworkConfig], list[FeatureNet]] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def get_pool(in_channels: int, config: NetworkConfig) -> list[FeatureNet]:
+    """The pool for ``config``, built once per process and shared (the networks are read-only)."""
+    key = (in_channels, config)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = build_pool(in_channels, config)
+        return _POOLS[key]

@@ -1,0 +1,129 @@
+"""Named recipes: analysis, networks, losses and optimiser settings.
+
+- ``default``: ours, tuned for a strong held-out effect at better than real time (see
+  docs/quality.md): a closed-form colouring of the spectral envelope toward the style,
+  then Adam from the content against a pool of eight small random networks, one per step.
+- ``article``: the article's network and settings (``../shared/seed/recipe.md``), minus
+  its two bugs: the spectrogram is not clamped to [0, 1] before each step (on log1p
+  magnitudes that capped every bin at e − 1) and the loss weights are applied once, not
+  twice (which made them 1e9 and 8 instead of 1000 and 2).
+- ``ulyanov``: Ulyanov & Lebedev's 2016 audio texture recipe: one wide layer, L-BFGS from
+  noise, Griffin-Lim from random phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from .analysis import AnalysisConfig
+from .network import NetworkConfig
+
+LOSSES = ("relative", "article", "ulyanov")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that decides how a clip is stylised, except the clips themselves."""
+
+    name: str
+    description: str
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    loss: str = "relative"  # how losses are normalised: see objective.py; the references use their own
+    style_weight: float = 1.0
+    content_weight: float = 1.0
+    optimizer: str = "adam"
+    iterations: int = 100
+    learning_rate: float = 0.08
+    init: str = "content"
+    colour: float = 0.0  # strength of the closed-form colouring step, 0 to 1
+    colour_bands: int = 40
+    phase: str = "content"
+    griffin_lim_iterations: int = 32
+    griffin_lim_init: str = "content"
+    sample_rate: int | None = None  # None: work at the content's own rate
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise ValueError("optimizer must be 'adam' or 'lbfgs'")
+        if self.init not in ("content", "noise"):
+            raise ValueError("init must be 'content' or 'noise'")
+        if self.phase not in ("content", "griffinlim"):
+            raise ValueError("phase must be 'content' or 'griffinlim'")
+        if self.style_weight < 0 or self.content_weight < 0:
+            raise ValueError("weights must not be negative")
+        if self.iterations < 0 or self.learning_rate <= 0:
+            raise ValueError("iterations must be >= 0 and learning_rate > 0")
+        if not 0.0 <= self.colour <= 1.0:
+            raise ValueError("colour must be within 0–1")
+
+    def with_overrides(self, **overrides) -> "Preset":
+        """A copy with some settings changed (``None`` values are ignored)."""
+        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+    def target_key(self) -> dict:
+        """The settings a style target depends on (for cache keys and compatibility checks)."""
+        return {"analysis": self.analysis.to_dict(), "network": self.network.to_dict(), "colour_bands": self.colour_bands}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+ARTICLE_WINDOW_MS = 2048 / 22050 * 1000  # n_fft 2048 at librosa's default rate
+
+PRESETS: dict[str, Preset] = {
+    "default": Preset(
+        name="default",
+        description="colouring toward the style, then Adam from the content over a pool of 8 random 512-filter nets",
+        analysis=AnalysisConfig(window_ms=1024 / 22050 * 1000, overlap=4, max_freq_hz=11025.0),
+        network=NetworkConfig(filters=512, kernel=11, pool=8, seed=0),
+        style_weight=1.0,
+        content_weight=1.0,
+        iterations=100,
+        learning_rate=0.08,
+        colour=1.0,
+    ),
+    "article": Preset(
+        name="article",
+        description="the article: 2 conv layers 1025→4096→4096 (kernel 3), Adam lr 1e-4 × 10 000, Griffin-Lim 500",
+        analysis=AnalysisConfig(window_ms=ARTICLE_WINDOW_MS, overlap=4, max_freq_hz=11025.0),
+        network=NetworkConfig(filters=4096, kernel=3, layers=2, final_activation=False, padding=True, bias=True,
+                              init="torch", pool=1, seed=0),
+        loss="article",
+        style_weight=1000.0,
+        content_weight=2.0,
+        iterations=10000,
+        learning_rate=1e-4,
+        phase="griffinlim",
+        griffin_lim_iterations=500,
+        griffin_lim_init="random",
+        sample_rate=22050,
+    ),
+    "ulyanov": Preset(
+        name="ulyanov",
+        description="Ulyanov 2016: 1 conv 1025→4096 (kernel 11), L-BFGS 300 from noise, Griffin-Lim 500",
+        analysis=AnalysisConfig(window_ms=ARTICLE_WINDOW_MS, overlap=4, max_freq_hz=11025.0),
+        network=NetworkConfig(filters=4096, kernel=11, pool=1, seed=0),
+        loss="ulyanov",
+        style_weight=1.0,
+        content_weight=0.01,
+        optimizer="lbfgs",
+        iterations=300,
+        learning_rate=1.0,
+        init="noise",
+        phase="griffinlim",
+        griffin_lim_iterations=500,
+        griffin_lim_init="random",
+        sample_rate=22050,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; ValueError listing the choices otherwise."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,478 @@
+"""Live, chunked style transfer with a fixed reported latency: ``StreamProcessor``.
+
+Read it like a plugin (JUCE's AudioProcessor): ``prepare(sample_rate, channels,
+block_size)``, then ``push(seq, block)`` per block, ``latency_samples``, ``reset()``.
+
+How a block becomes stylised audio:
+
+1. Input samples are cut into STFT frames on one continuous grid (Hann window, hop =
+   window / 4); frame ``j`` spans samples ``[jH − (N − H), jH + H)``.
+2. Every ``chunk_frames`` complete frames form a chunk. The chunk's log-magnitudes are
+   coloured in closed form toward the style (against running statistics of the input),
+   then Adam edits them against the pool's grams. Each network reads the chunk with the
+   frames before it as left context, and the gram it matches is a *running* one: the
+   cached, decayed ``f·fᵀ`` of the past few seconds plus the chunk's own, because a chunk
+   of a few hundred milliseconds cannot carry a whole style's statistics by itself.
+3. The edited frames are resynthesised with the input's own phase and overlap-added on
+   the same grid, so chunk boundaries leave no seam; with the effect off the overlap-add
+   reconstructs the input exactly.
+4. Output block ``seq`` is released, aligned with input block ``seq``, as soon as every
+   frame covering it is done; wet/dry, gain and bypass are smoothed per sample.
+
+In live mode a chunk's optimiser stops at its deadline (``budget`` × the chunk's duration
+after its last sample arrived); a chunk that cannot take a single step in time goes out
+with the closed-form colouring only and counts as late, so no backlog ever builds up.
+In render mode every chunk takes exactly ``iterations`` steps: the same input, settings
+and style always give the same output.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
+from .colour import BandBasis, BandStats, colour_delta, colour_transform
+from .network import get_pool
+from .objective import content_loss, style_loss
+from .params import Parameters
+from .presets import Preset, get_preset
+from .style import StyleTarget, mix_targets
+
+MODES = ("live", "render")
+MIN_BLOCK, MAX_BLOCK = 32, 8192
+SMOOTHING_SECONDS = 0.02  # wet, gain and bypass ramps: long enough to avoid zipper noise
+STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The streaming knobs that are not live parameters."""
+
+    chunk_frames: int = 8  # the latency–CPU knob: frames optimised together
+    history_seconds: float = 2.0  # time constant of the running gram and colour statistics
+    fade_seconds: float = 0.3  # style switches crossfade their targets over this long
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.chunk_frames <= 256:
+            raise ValueError("chunk_frames must be within 1–256")
+        if self.history_seconds <= 0 or self.fade_seconds < 0:
+            raise ValueError("history_seconds must be positive and fade_seconds not negative")
+
+
+@dataclass
+class StreamStats:
+    """Counters for ``/status``."""
+
+    rtf_avg: float
+    rtf_peak: float
+    iterations_avg: float
+    late_chunks: int
+    lost_blocks: int
+    queued_blocks: int
+    chunks: int
+    latency_samples: int
+
+
+class Ramp:
+    """A per-sample linear ramp toward a target value (JUCE's SmoothedValue)."""
+
+    def __init__(self, value: float, length: int) -> None:
+        self.value = self.target = value
+        self.length = max(length, 1)
+        self.step = 0.0
+
+    def set(self, target: float) -> None:
+        if target != self.target:
+            self.target = target
+            self.step = (target - self.value) / self.length
+
+    def next(self, count: int) -> np.ndarray:
+        """The next ``count`` values."""
+        if self.value == self.target:
+            return np.full(count, self.value, dtype=np.float32)
+        values = self.value + self.step * np.arange(1, count + 1)
+        values = np.minimum(values, self.target) if self.step > 0 else np.maximum(values, self.target)
+        self.value = float(values[-1])
+        return values.astype(np.float32)
+
+
+class StreamProcessor:
+    """Block-in, aligned-block-out style transfer for one audio stream."""
+
+    def __init__(
+        self,
+        params: Parameters,
+        style: StyleTarget,
+        preset: str | Preset = "default",
+        mode: str = "live",
+        config: StreamConfig = StreamConfig(),
+    ) -> None:
+        self.params = params
+        self.preset = get_preset(preset) if isinstance(preset, str) else preset
+        style.require(self.preset)
+        self.config = config
+        self.mode = mode
+        self._style = style
+        self._lock = threading.Lock()
+        self._prepared = False
+
+    # -- configuration -------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be 'live' or 'render', got {mode!r}")
+        self._mode = mode
+
+    def prepare(self, sample_rate: int, channels: int, block_size: int) -> None:
+        """Fix the stream's format and clear its state (call before the first ``push``)."""
+        if not 8000 <= sample_rate <= 192000:
+            raise ValueError(f"sample rate must be within 8000–192000 Hz, got {sample_rate}")
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, got {channels}")
+        if not MIN_BLOCK <= block_size <= MAX_BLOCK:
+            raise ValueError(f"block size must be within {MIN_BLOCK}–{MAX_BLOCK} samples, got {block_size}")
+        analysis: AnalysisConfig = self.preset.analysis
+        if analysis.overlap < 4:
+            raise ValueError("streaming needs an analysis overlap of 4 or 8 (exact Hann overlap-add)")
+        self.sample_rate, self.channels, self.block_size = sample_rate, channels, block_size
+        self.n_fft = analysis.n_fft(sample_rate)
+        self.hop = analysis.hop_length(sample_rate)
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.n_fft) / self.n_fft)).astype(np.float32)
+        self.overlap_gain = float(np.sum(self.window**2) / self.hop)  # Σ w² over the frames covering a sample
+        self.scale = magnitude_scale(analysis, sample_rate)
+        self.nets = get_pool(analysis.channels, self.preset.network)
+        self.basis = BandBasis.build(analysis.channels, analysis.max_freq_hz, self.preset.colour_bands)
+        self.context_frames = self.preset.network.receptive_field - 1
+        chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
+        self.decay = math.exp(-chunk_seconds / self.config.history_seconds)
+        self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
+        self.latency_samples = self._latency(self.params.get("budget"))
+        self._prepared = True
+        self._clear_counters()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio and running statistics (between songs); format, style and counters stay."""
+        self._require_prepared()
+        with self._lock:
+            pool, filters, channels = len(self.nets), self.preset.network.filters, self.channels
+            self._expected_seq: int | None = None
+            self._input = np.zeros((channels, self.n_fft - self.hop), dtype=np.float32)  # the silent past
+            self._input_start = -(self.n_fft - self.hop)  # absolute index of _input[:, 0]
+            self._received = 0  # samples received so far (absolute)
+            self._next_frame = 0
+            self._ola = np.zeros((channels, self.n_fft), dtype=np.float32)
+            self._ola_start = -(self.n_fft - self.hop)
+            self._finished = 0  # output samples final so far
+            self._wet = np.zeros((channels, 0), dtype=np.float32)
+            self._wet_start = 0
+            self._pending: deque[tuple[int, np.ndarray, int]] = deque()  # (seq, dry block, first sample)
+            self._context = torch.zeros(channels, self.preset.analysis.channels, self.context_frames)
+            self._gram_sums = torch.zeros(pool, channels, filters, filters)
+            self._gram_count = 0.0
+            self._bands = None  # running content band statistics (BandStats)
+            self._chunk_arrival = 0.0
+            self._net_cursor = 0
+            self._fade_from: StyleTarget | None = None
+            self._fade_step = 0
+            self._wet_ramp = Ramp(self._wet_target(), int(SMOOTHING_SECONDS * self.sample_rate))
+            self._gain_ramp = Ramp(10 ** (self.params.get("gain_db") / 20), int(SMOOTHING_SECONDS * self.sample_rate))
+
+    def _clear_counters(self) -> None:
+        self._rtf: deque[float] = deque(maxlen=STATS_WINDOW)
+        self._rtf_sum = 0.0
+        self._iterations_total = 0
+        self._chunks = 0
+        self._late = 0
+        self._lost = 0
+
+    def set_style(self, style: StyleTarget) -> None:
+        """Switch style; the targets crossfade over ``fade_seconds`` from the next chunk."""
+        style.require(self.preset)
+        with self._lock:
+            if self._prepared:
+                self._fade_from = self._current_style()
+                self._fade_step = 0
+            self._style = style
+
+    @property
+    def style(self) -> StyleTarget:
+        return self._style
+
+    # -- processing ------------------------------------------------------------------
+
+    def push(self, seq: int, block: np.ndarray, arrival: float | None = None) -> list[tuple[int, np.ndarray]]:
+        """Take input block ``seq`` (interleaved float32); return every output block now ready.
+
+        ``arrival`` is the ``time.monotonic()`` instant the block was received (now if
+        omitted); live deadlines count from it. A gap in ``seq`` is filled with silence
+        and counted as lost; a block older than one already taken is refused.
+        """
+        self._require_prepared()
+        samples = np.asarray(block, dtype=np.float32).reshape(-1)
+        if samples.size != self.block_size * self.channels:
+            raise ValueError(f"block has {samples.size} samples, expected {self.block_size * self.channels} "
+                             f"({self.block_size} × {self.channels} channels)")
+        if not np.all(np.isfinite(samples)):
+            raise ValueError("block contains NaN or infinite samples")
+        arrival = time.monotonic() if arrival is None else arrival
+        with self._lock:
+            if self._expected_seq is not None and seq < self._expected_seq:
+                raise ValueError(f"block {seq} arrived after block {self._expected_seq - 1}; dropped")
+            if self._expected_seq is not None:
+                for _missing in range(self._expected_seq, seq):
+                    self._lost += 1
+                    self._take(None, np.zeros((self.channels, self.block_size), dtype=np.float32), arrival)
+            self._expected_seq = seq + 1
+            self._take(seq, samples.reshape(self.block_size, self.channels).T.copy(), arrival)
+            return self._release()
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        """End of stream: release every block still inside, then reset for a new stream."""
+        self._require_prepared()
+        out: list[tuple[int, np.ndarray]] = []
+        with self._lock:
+            silence = np.zeros((self.channels, self.block_size), dtype=np.float32)
+            while self._pending:
+                self._take(None, silence, time.monotonic())
+                out.extend(self._release())
+        self.reset()
+        return out
+
+    def process(self, audio: np.ndarray, sample_rate: int, block_size: int = 1024) -> np.ndarray:
+        """Whole-array convenience in render mode (pedalboard's ``process``): same shape out."""
+        audio = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+        channels, length = audio.shape
+        mode = self.mode
+        self.mode = "render"
+        try:
+            self.prepare(sample_rate, channels, block_size)
+            padded = np.pad(audio, ((0, 0), (0, -length % block_size)))
+            blocks = []
+            for seq in range(padded.shape[1] // block_size):
+                part = padded[:, seq * block_size:(seq + 1) * block_size]
+                blocks.extend(self.push(seq, part.T.reshape(-1)))
+            blocks.extend(self.flush())
+        finally:
+            self.mode = mode
+        out = np.concatenate([block.reshape(block_size, channels).T for _, block in sorted(blocks)], axis=1)
+        return out[:, :length]
+
+    def stats(self) -> StreamStats:
+        with self._lock:
+            chunks = max(self._chunks, 1)
+            return StreamStats(
+                rtf_avg=self._rtf_sum / chunks,
+                rtf_peak=max(self._rtf, default=0.0),
+                iterations_avg=self._iterations_total / chunks,
+                late_chunks=self._late,
+                lost_blocks=self._lost,
+                queued_blocks=len(self._pending),
+                chunks=self._chunks,
+                latency_samples=self.latency_samples,
+            )
+
+    # -- internals -------------------------------------------------------------------
+
+    def _require_prepared(self) -> None:
+        if not self._prepared:
+            raise RuntimeError("call prepare(sample_rate, channels, block_size) first")
+
+    def _wet_target(self) -> float:
+        return 0.0 if self.params.get("bypass") >= 0.5 else self.params.get("wet")
+
+    def _take(self, seq: int | None, block: np.ndarray, arrival: float) -> None:
+        """Append one block of input and process every chunk it completes."""
+        first = self._received
+        self._input = np.concatenate([self._input, block], axis=1)
+        self._received += block.shape[1]
+        if seq is not None:
+            self._pending.append((seq, block, first))
+        chunk = self.config.chunk_frames
+        completed = (self._received - self.hop) // self.hop + 1 - self._next_frame  # frames whose last sample is in
+        chunks = max(completed, 0) // chunk
+        for index in range(chunks):
+            deadline = arrival + self.params.get("budget") * (index + 1) * chunk * self.hop / self.sample_rate
+            self._process_chunk(deadline)
+
+    def _frames(self, first: int, count: int) -> np.ndarray:
+        """Complex spectra ``(channels, bins, count)`` of frames ``first …``."""
+        start = first * self.hop - (self.n_fft - self.hop) - self._input_start
+        span = self._input[:, start:start + (count - 1) * self.hop + self.n_fft]
+        windows = np.lib.stride_tricks.sliding_window_view(span, self.n_fft, axis=1)[:, :: self.hop][:, :count]
+        return np.fft.rfft(windows * self.window, axis=-1).transpose(0, 2, 1).astype(np.complex64)
+
+    def _current_style(self) -> StyleTarget:
+        """The target in force, partway through a crossfade if one is running."""
+        if self._fade_from is None or self._fade_step >= self.fade_chunks:
+            return self._style
+        share = (self._fade_step + 1) / (self.fade_chunks + 1)
+        return mix_targets([(self._fade_from, 1 - share), (self._style, share)], name=self._style.name)
+
+    def _process_chunk(self, deadline: float) -> None:
+        began = time.monotonic()
+        count, first = self.config.chunk_frames, self._next_frame
+        spectra = self._frames(first, count)
+        logmag = np.log1p(to_grid(np.abs(spectra) * self.scale, self.preset.analysis.channels)).astype(np.float32)
+        values = self.params.snapshot()
+        style = self._current_style()
+        if self._fade_from is not None:
+            self._fade_step += 1
+            if self._fade_step >= self.fade_chunks:
+                self._fade_from = None
+        strength = values["colour"] * min(values["style_weight"], 1.0)
+        band_frames = self.basis.to_bands @ logmag
+        chunk_bands = BandStats.of(band_frames)
+        self._bands = chunk_bands if self._bands is None else BandStats.mix(
+            [(self._bands, self.decay), (chunk_bands, 1 - self.decay)])
+        anchor = logmag
+        if strength > 0:
+            anchor = logmag + colour_delta(logmag, self.basis, colour_transform(self._bands, style.bands), strength)
+        result, steps, latest = self._optimise(torch.from_numpy(anchor), style, values, deadline)
+        live_late = self.mode == "live" and steps == 0 and values["style_weight"] > 0 and values["iterations"] > 0
+        if not live_late:
+            self._update_statistics(result, latest)
+        self._context = torch.cat([self._context, result], dim=-1)[..., -self.context_frames:] \
+            if self.context_frames else self._context
+        self._synthesise(first, spectra, logmag, result.numpy())
+        self._next_frame += count
+        seconds = count * self.hop / self.sample_rate
+        rtf = (time.monotonic() - began) / seconds
+        self._rtf.append(rtf)
+        self._rtf_sum += rtf
+        self._chunks += 1
+        self._iterations_total += steps
+        self._late += int(live_late)
+        self._trim_input()
+
+    def _optimise(self, anchor: torch.Tensor, style: StyleTarget, values: dict, deadline: float
+                  ) -> tuple[torch.Tensor, int, dict[int, torch.Tensor]]:
+        """Adam over the chunk against the running grams.
+
+        Returns the frames, the steps taken, and each network's latest features (reused
+        for the running statistics, so a network used this chunk costs no extra pass).
+        """
+        iterations = int(values["iterations"])
+        style_weight, content_weight = values["style_weight"], values["content_weight"]
+        if style_weight == 0 or iterations == 0:
+            return anchor, 0, {}
+        context = self._context
+        variable = anchor.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([variable], lr=values["learning_rate"])
+        total = self._gram_count * self.decay + anchor.shape[-1]
+        live = self.mode == "live"
+        latest: dict[int, torch.Tensor] = {}
+        pool = len(self.nets)
+        steps = 0
+        for step in range(iterations):
+            if live and time.monotonic() >= deadline:
+                break
+            index = (self._net_cursor + step) % pool
+            features = self.nets[index](torch.cat([context, variable], dim=-1))
+            running = (self._gram_sums[index] * self.decay + features @ features.transpose(-1, -2)) / total
+            loss = style_weight * style_loss(running, style.grams[index])
+            if content_weight > 0:
+                loss = loss + content_weight * content_loss(variable, anchor)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            latest[index] = features.detach()
+            steps += 1
+        self._net_cursor = (self._net_cursor + steps) % pool
+        return variable.detach(), steps, latest
+
+    def _update_statistics(self, frames: torch.Tensor, latest: dict[int, torch.Tensor]) -> None:
+        """Fold the finished chunk's features into every network's running gram.
+
+        Networks the optimiser used this chunk contribute their features from its last
+        step (one Adam step stale, a negligible difference); the others get a pass now.
+        """
+        with torch.no_grad():
+            spectrogram = torch.cat([self._context, frames], dim=-1)
+            for index, net in enumerate(self.nets):
+                features = latest.get(index)
+                if features is None:
+                    features = net(spectrogram)
+                self._gram_sums[index].mul_(self.decay).add_(features @ features.transpose(-1, -2))
+        self._gram_count = self._gram_count * self.decay + frames.shape[-1]
+
+    def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray) -> None:
+        """Overlap-add the chunk's frames and move finished samples to the wet buffer."""
+        frames = np.fft.irfft(apply_logmag(spectra, logmag, edited, self.scale), n=self.n_fft, axis=1)
+        frames = frames.transpose(0, 2, 1) * self.window  # (channels, count, n_fft)
+        count = frames.shape[1]
+        start = first * self.hop - (self.n_fft - self.hop)
+        end = start + (count - 1) * self.hop + self.n_fft
+        if end > self._ola_start + self._ola.shape[1]:
+            self._ola = np.pad(self._ola, ((0, 0), (0, end - self._ola_start - self._ola.shape[1])))
+        for index in range(count):
+            offset = start + index * self.hop - self._ola_start
+            self._ola[:, offset:offset + self.n_fft] += frames[:, index]
+        done = (first + count + 1) * self.hop - self.n_fft  # samples covered by all their frames
+        if done > self._finished:
+            lo, hi = self._finished - self._ola_start, done - self._ola_start
+            finished = self._ola[:, lo:hi] / self.overlap_gain
+            self._wet = np.concatenate([self._wet, finished], axis=1)
+            self._ola = self._ola[:, hi:]
+            self._ola_start = done
+            self._finished = done
+
+    def _release(self) -> list[tuple[int, np.ndarray]]:
+        """Mix and hand out every pending block whose wet samples are all finished."""
+        out = []
+        self._wet_ramp.set(self._wet_target())
+        self._gain_ramp.set(10 ** (self.params.get("gain_db") / 20))
+        while self._pending and self._pending[0][2] + self.block_size <= self._finished:
+            seq, dry, first = self._pending.popleft()
+            lo = first - self._wet_start
+            wet = self._wet[:, lo:lo + self.block_size]
+            mix = self._wet_ramp.next(self.block_size)
+            gain = self._gain_ramp.next(self.block_size)
+            block = (dry + mix * (wet - dry)) * gain
+            out.append((seq, np.ascontiguousarray(block.T).reshape(-1)))
+        keep = (self._pending[0][2] if self._pending else self._finished) - self._wet_start
+        if keep > 0:
+            self._wet = self._wet[:, keep:]
+            self._wet_start += keep
+        return out
+
+    def _trim_input(self) -> None:
+        """Drop input no future frame reads."""
+        needed = self._next_frame * self.hop - (self.n_fft - self.hop)
+        drop = needed - self._input_start
+        if drop > 0:
+            self._input = self._input[:, drop:]
+            self._input_start = needed
+
+    def _latency(self, budget: float) -> int:
+        """Worst-case samples from a block's arrival to its output, blocks arriving in real time.
+
+        Simulated over enough blocks to cover every phase between block and chunk grids:
+        output block ``b`` is ready when the chunk holding frame ``⌊((b+1)B − 1 + N − H) / H⌋``
+        is done, at that chunk's completing block's arrival plus its compute budget.
+        """
+        block, hop, n_fft, chunk = self.block_size, self.hop, self.n_fft, self.config.chunk_frames
+        period = math.lcm(block, chunk * hop) // block
+        worst = 0.0
+        for index in range(min(period, 4096) + 2):
+            end = (index + 1) * block  # arrival of block b, in samples of real time
+            frame = (end - 1 + n_fft - hop) // hop
+            last_frame = (frame // chunk + 1) * chunk - 1
+            needed = (last_frame + 1) * hop  # samples the chunk needs
+            arrival = math.ceil(needed / block) * block
+            already = (arrival - needed) // (chunk * hop)  # chunks completed by the same block before it
+            ready = arrival + budget * (already + 1) * chunk * hop
+            worst = max(worst, ready - end)
+        return int(math.ceil(worst))

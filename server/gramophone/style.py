@@ -1,0 +1,158 @@
+"""Style targets: the statistics a style is matched by, and everything they depend on.
+
+A ``StyleTarget`` holds one gram matrix per network of the preset's pool plus the band
+statistics the colouring step uses, together with the analysis and network settings they
+were computed with and a hash of the source audio. It is learned from one or several
+clips in well under a second, mixed linearly (``a*A + b*B``), and saved as ``.npz`` with
+its metadata as JSON inside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .analysis import analyse
+from .audio import AudioError, resample, validate_audio
+from .colour import BandBasis, BandStats
+from .network import get_pool
+from .presets import Preset
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class StyleTarget:
+    """Gram targets per pool network, band statistics, and what they depend on."""
+
+    name: str
+    grams: torch.Tensor  # (pool, filters, filters) float32: mean f·fᵀ over the style's frames
+    bands: BandStats
+    key: dict  # Preset.target_key(): analysis, network and colour settings
+    source_hash: str
+    sample_rate: int  # the rate it was learned at (the channel grid is the same at every rate)
+    frames: int
+
+    def compatible_with(self, preset: Preset) -> bool:
+        """True when ``preset`` analyses and featurises exactly as this target was learned."""
+        return self.key == json.loads(json.dumps(preset.target_key()))
+
+    def require(self, preset: Preset) -> None:
+        if not self.compatible_with(preset):
+            raise ValueError(f"style {self.name!r} was learned for other analysis or network settings than preset {preset.name!r}")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically as ``.npz`` (arrays) with the metadata as a JSON string inside."""
+        path = Path(path)
+        meta = {"format": FORMAT_VERSION, "name": self.name, "key": self.key, "source_hash": self.source_hash,
+                "sample_rate": self.sample_rate, "frames": self.frames, "band_count": self.bands.count}
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
+                         band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)))
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "StyleTarget":
+        """Read a saved target; ValueError if the file is not one (corrupt, foreign, other version)."""
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("format") != FORMAT_VERSION:
+                    raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+                grams = torch.from_numpy(np.array(data["grams"], dtype=np.float32))
+                bands = BandStats(mean=np.array(data["band_mean"]), covariance=np.array(data["band_covariance"]),
+                                  count=float(meta["band_count"]))
+            return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
+                       sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]))
+        except (OSError, KeyError, TypeError, ValueError, EOFError) as error:
+            raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
+
+
+def audio_hash(sources: list[tuple[np.ndarray, int]]) -> str:
+    """SHA-256 over every source's samples and rate: the identity of a style's audio."""
+    digest = hashlib.sha256()
+    for audio, sample_rate in sources:
+        digest.update(str(sample_rate).encode())
+        digest.update(np.ascontiguousarray(audio, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str = "style") -> StyleTarget:
+    """Learn a target from one or several ``(audio (channels, samples), sample_rate)`` clips.
+
+    Every clip's frames count alike: a longer clip weighs more. Channels are pooled.
+    """
+    if not sources:
+        raise AudioError("a style needs at least one clip")
+    config = preset.analysis
+    pool = None
+    sums: torch.Tensor | None = None
+    band_frames = []
+    frames = 0
+    basis = None
+    for index, (audio, sample_rate) in enumerate(sources):
+        if preset.sample_rate and sample_rate != preset.sample_rate:
+            audio, sample_rate = resample(np.atleast_2d(audio), sample_rate, preset.sample_rate), preset.sample_rate
+        audio = validate_audio(audio, f"style clip {index + 1}", min_samples=config.n_fft(sample_rate))
+        spectrum = analyse(audio, sample_rate, config)
+        if pool is None:
+            pool = get_pool(config.channels, preset.network)
+            basis = BandBasis.build(config.channels, config.max_freq_hz, preset.colour_bands)
+        logmag = torch.from_numpy(spectrum.logmag)
+        with torch.inference_mode():
+            clip_sums = _gram_sums(pool, logmag)
+        sums = clip_sums if sums is None else sums + clip_sums
+        frames += _feature_frames(spectrum.frames, preset) * logmag.shape[0]
+        band_frames.append(basis.to_bands @ spectrum.logmag)
+    grams = (sums / max(frames, 1)).float()
+    bands = BandStats.of(np.concatenate(band_frames, axis=-1))
+    return StyleTarget(name=name, grams=grams, bands=bands, key=json.loads(json.dumps(preset.target_key())),
+                       source_hash=audio_hash(sources), sample_rate=int(sources[0][1]), frames=frames)
+
+
+def _feature_frames(frames: int, preset: Preset) -> int:
+    return max(frames - preset.network.frames_lost, 1)
+
+
+def _gram_sums(pool: list, logmag: torch.Tensor) -> torch.Tensor:
+    """Sum over channels and frames of f·fᵀ, per network: ``(pool, filters, filters)``."""
+    sums = []
+    for net in pool:
+        features = net(logmag)
+        sums.append((features @ features.transpose(-1, -2)).sum(0))
+    return torch.stack(sums)
+
+
+def mix_targets(parts: list[tuple[StyleTarget, float]], name: str | None = None) -> StyleTarget:
+    """The weighted mixture ``Σ wᵢ·Tᵢ`` of compatible targets; weights are normalised to sum to 1."""
+    if not parts:
+        raise ValueError("a mixture needs at least one style")
+    if any(weight < 0 for _, weight in parts):
+        raise ValueError("mixture weights must not be negative")
+    total = sum(weight for _, weight in parts)
+    if total <= 0:
+        raise ValueError("mixture weights must not all be zero")
+    first = parts[0][0]
+    for target, _ in parts[1:]:
+        if target.key != first.key:
+            raise ValueError(f"styles {first.name!r} and {target.name!r} were learned with different settings")
+    normalised = [(target, weight / total) for target, weight in parts]
+    grams = sum(weight * target.grams for target, weight in normalised)
+    bands = BandStats.mix([(target.bands, weight) for target, weight in normalised])
+    label = name or "+".join(f"{weight:g}*{target.name}" for target, weight in parts)
+    return StyleTarget(name=label, grams=grams, bands=bands, key=first.key,
+                       source_hash=hashlib.sha256("".join(f"{t.source_hash}:{w:.6f}" for t, w in normalised).encode()).hexdigest(),
+                       sample_rate=first.sample_rate, frames=sum(target.frames for target, _ in parts))

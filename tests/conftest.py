@@ -1,0 +1,63 @@
+"""Shared fixtures: real audio made with espeak-ng and sox, and the interop skip switch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REQUIRE_INTEROP = os.environ.get("GRAMOPHONE_REQUIRE_INTEROP") == "1"
+
+CONTENT_TEXT = (
+    "The quick brown fox jumps over the lazy dog. She sells sea shells by the sea shore, "
+    "and the shells she sells are surely sea shells."
+)
+STYLE_TEXT = (
+    "Peter Piper picked a peck of pickled peppers. How much wood would a woodchuck chuck "
+    "if a woodchuck could chuck wood?"
+)
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip without it, or fail when CI demands interop tests."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed"
+        if REQUIRE_INTEROP:
+            pytest.fail(f"{message}, and GRAMOPHONE_REQUIRE_INTEROP=1 demands it")
+        pytest.skip(message)
+    return path
+
+
+def speak(path: Path, text: str, voice: str) -> Path:
+    """Speech from espeak-ng (22050 Hz mono 16-bit)."""
+    subprocess.run([require_tool("espeak-ng"), "-v", voice, "-w", str(path), text], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audio")
+
+
+@pytest.fixture(scope="session")
+def speech_pair(audio_dir: Path) -> tuple[Path, Path]:
+    """A male content voice and a female style voice, different texts."""
+    content = speak(audio_dir / "content_male.wav", CONTENT_TEXT, "en-us")
+    style = speak(audio_dir / "style_female.wav", STYLE_TEXT, "en-us+f3")
+    return content, style
+
+
+@pytest.fixture(scope="session")
+def tone_file(audio_dir: Path) -> Path:
+    """Two seconds of a 440 Hz sine at 48 kHz, made with numpy."""
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    path = audio_dir / "tone48k.wav"
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr)
+    return path
