@@ -47,7 +47,7 @@ def build_parser() -> Parser:
     stylize = commands.add_parser("stylize", help="make a clip sound like one or more style clips",
                                   description="Stylise CONTENT toward STYLE(s) and write the result.")
     stylize.add_argument("content", type=Path, help="the audio to transform (WAV, FLAC, OGG, AIFF)")
-    stylize.add_argument("styles", nargs="+", help="style clips, or names of learned styles (see 'style learn')")
+    stylize.add_argument("styles", nargs="+", help="style clips, names of learned styles (see 'style learn'), or a built-in style: voice, whisper")
     stylize.add_argument("-o", "--output", type=Path, required=True, help="output .wav or .flac")
     stylize.add_argument("--preset", default="default", help="default, article or ulyanov")
     stylize.add_argument("--style-weight", type=_non_negative, help="pull toward the style (default 1; 0 = no effect)")

@@ -16,6 +16,7 @@ import librosa
 import numpy as np
 
 RIDGE = 1e-3  # covariance regularisation, relative to its mean variance
+STYLE_RIDGE = 1e-2  # floor on the content's, relative to the style's: caps the whitening gain near 10
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,21 @@ class BandStats:
         return cls(mean=mean, covariance=second - np.outer(mean, mean), count=sum(s.count for s, _ in parts))
 
 
-def _matrix_power(covariance: np.ndarray, power: float) -> np.ndarray:
-    ridge = RIDGE * float(np.trace(covariance)) / len(covariance) + 1e-8
+def _matrix_power(covariance: np.ndarray, power: float, ridge: float) -> np.ndarray:
     values, vectors = np.linalg.eigh(covariance + ridge * np.eye(len(covariance)))
     return (vectors * np.maximum(values, 1e-12) ** power) @ vectors.T
 
 
 def colour_transform(content: BandStats, style: BandStats) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, b)`` such that ``A @ y + b`` has the style's mean and covariance for the content's ``y``."""
-    matrix = _matrix_power(style.covariance, 0.5) @ _matrix_power(content.covariance, -0.5)
+    """``(A, b)`` such that ``A @ y + b`` has the style's mean and covariance for the content's ``y``.
+
+    The content's covariance is regularised relative to the *style's* variance too, so a
+    near-silent stretch is not whitened into loud noise.
+    """
+    size = len(style.covariance)
+    style_variance = float(np.trace(style.covariance)) / size
+    ridge = RIDGE * float(np.trace(content.covariance)) / size + STYLE_RIDGE * style_variance + 1e-8
+    matrix = _matrix_power(style.covariance, 0.5, RIDGE * style_variance + 1e-8) @ _matrix_power(content.covariance, -0.5, ridge)
     return matrix.astype(np.float32), (style.mean - matrix @ content.mean).astype(np.float32)
 
 
@@ -86,3 +93,37 @@ def colour_delta(
     bands = basis.to_bands @ logmag
     target = np.einsum("ij,...jt->...it", matrix, bands) + offset[:, None]
     return (strength * (basis.to_channels @ (target - bands))).astype(np.float32)
+
+
+class RunningColour:
+    """Colouring against running content statistics, chunk by chunk, as the live path does.
+
+    The content's band mean and covariance are an exponentially decayed average over the
+    past (time constant ``window_seconds``), updated with every chunk before it is
+    coloured. Offline uses the same, causally: matching these local statistics moves the
+    held-out measures much more than one transform for the whole clip, and more than
+    centred windows do (docs/quality.md).
+    """
+
+    def __init__(self, basis: BandBasis, decay: float) -> None:
+        self.basis = basis
+        self.decay = decay
+        self.stats: BandStats | None = None
+        self.weight = 0.0  # decayed number of chunks folded in: the bias correction
+
+    def reset(self) -> None:
+        self.stats = None
+        self.weight = 0.0
+
+    def delta(self, logmag: np.ndarray, style: BandStats, strength: float) -> np.ndarray:
+        """Fold ``(..., channels, frames)`` into the statistics; return its change toward ``style``."""
+        chunk = BandStats.of(self.basis.to_bands @ logmag)
+        # An average that is exponential in the long run but weighs the first chunks
+        # equally, so the opening (often silence) does not linger (Adam's bias correction).
+        previous = self.weight * self.decay
+        self.weight = previous + 1.0
+        share = 1.0 / self.weight
+        self.stats = chunk if self.stats is None else BandStats.mix([(self.stats, 1 - share), (chunk, share)])
+        if strength <= 0:
+            return np.zeros_like(logmag)
+        return colour_delta(logmag, self.basis, colour_transform(self.stats, style), strength)

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audio import AudioError, load_audio, save_audio
+from .audio import AudioError, load_audio, save_audio, validate_audio
 from .cache import StyleCache
+from .library import BUILTIN_DIR, BUILTIN_SUFFIXES
 from .optimize import Step
 from .presets import Preset, get_preset
 from .style import StyleTarget, mix_targets
@@ -53,15 +54,35 @@ def load_styles(specs: list[str], preset: Preset, cache: StyleCache) -> tuple[St
             clips.append((audio, sample_rate))
             targets.append(cache.learn([(audio, sample_rate)], preset, name=path.stem))
             continue
+        builtin = builtin_style_path(spec)
+        if builtin is not None:
+            audio, sample_rate = load_audio(builtin)
+            clips.append((audio, sample_rate))
+            targets.append(cache.learn([(audio, sample_rate)], preset, name=spec))
+            continue
         try:
             target = cache.load_named(spec)
         except KeyError:
-            raise AudioError(f"{spec}: no such file or learned style; check the path or run 'gramophone style list'") from None
+            raise AudioError(f"{spec}: no such file, learned style or built-in style "
+                             f"({', '.join(builtin_style_names())}); check the name") from None
         if not target.compatible_with(preset):
             raise ValueError(f"style {spec!r} was learned with other settings than preset {preset.name!r}; learn it again")
         targets.append(target)
     target = targets[0] if len(targets) == 1 else mix_targets([(t, 1.0) for t in targets])
     return target, clips
+
+
+def builtin_style_names() -> list[str]:
+    return sorted(path.stem for path in BUILTIN_DIR.iterdir() if path.suffix.lower() in BUILTIN_SUFFIXES)
+
+
+def builtin_style_path(name: str) -> Path | None:
+    """The clip of the built-in style ``name`` (shipped in ``gramophone/data/styles``), if there is one."""
+    for suffix in BUILTIN_SUFFIXES:
+        path = BUILTIN_DIR / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
 
 
 def check_output(path: Path) -> None:
@@ -78,6 +99,8 @@ def run_stylize(args: argparse.Namespace) -> int:
     preset = stylize_preset(args)
     device = resolve_device(args.device)
     content, sample_rate = load_audio(args.content, sample_rate=args.sample_rate)
+    # Bad content must fail before the progress bar draws, so the error stays one line.
+    content = validate_audio(content, str(args.content), min_samples=preset.analysis.n_fft(sample_rate))
     cache = StyleCache(args.cache_dir)
     target, style_clips = load_styles(args.styles, preset, cache)
     bar = tqdm(total=preset.iterations, disable=args.quiet, unit="it", desc="stylize", file=sys.stderr)

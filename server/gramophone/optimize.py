@@ -110,7 +110,8 @@ def optimise(
     ``time.monotonic()`` instant after which no new step starts. ``first_net`` picks
     which pool network Adam starts its rotation at (streaming carries it across chunks).
     """
-    spectrogram = start.detach().clone().requires_grad_(True)
+    # contiguous: L-BFGS flattens the variable with view(-1), which a strided numpy-born tensor refuses
+    spectrogram = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     result = Result(spectrogram=spectrogram)
     if iterations <= 0 or objective.style_weight == 0 and objective.content_weight == 0:
         result.spectrogram = spectrogram.detach()

@@ -38,6 +38,7 @@ class Preset:
     init: str = "content"
     colour: float = 0.0  # strength of the closed-form colouring step, 0 to 1
     colour_bands: int = 40
+    colour_window_seconds: float = 8.0  # live: time constant of the running content statistics it colours from
     phase: str = "content"
     griffin_lim_iterations: int = 32
     griffin_lim_init: str = "content"

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
-from .colour import BandBasis, BandStats, colour_delta, colour_transform
+from .colour import BandBasis, RunningColour
 from .network import get_pool
 from .objective import content_loss, style_loss
 from .params import Parameters
@@ -56,7 +56,7 @@ class StreamConfig:
     """The streaming knobs that are not live parameters."""
 
     chunk_frames: int = 8  # the latency–CPU knob: frames optimised together
-    history_seconds: float = 2.0  # time constant of the running gram and colour statistics
+    history_seconds: float = 2.0  # time constant of the running gram statistics
     fade_seconds: float = 0.3  # style switches crossfade their targets over this long
 
     def __post_init__(self) -> None:
@@ -157,6 +157,7 @@ class StreamProcessor:
         self.context_frames = self.preset.network.receptive_field - 1
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
         self.decay = math.exp(-chunk_seconds / self.config.history_seconds)
+        self.colour_decay = math.exp(-chunk_seconds / self.preset.colour_window_seconds)
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
         self.latency_samples = self._latency(self.params.get("budget"))
         self._prepared = True
@@ -182,7 +183,7 @@ class StreamProcessor:
             self._context = torch.zeros(channels, self.preset.analysis.channels, self.context_frames)
             self._gram_sums = torch.zeros(pool, channels, filters, filters)
             self._gram_count = 0.0
-            self._bands = None  # running content band statistics (BandStats)
+            self._colour = RunningColour(self.basis, self.colour_decay)
             self._chunk_arrival = 0.0
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
@@ -333,13 +334,7 @@ class StreamProcessor:
             if self._fade_step >= self.fade_chunks:
                 self._fade_from = None
         strength = values["colour"] * min(values["style_weight"], 1.0)
-        band_frames = self.basis.to_bands @ logmag
-        chunk_bands = BandStats.of(band_frames)
-        self._bands = chunk_bands if self._bands is None else BandStats.mix(
-            [(self._bands, self.decay), (chunk_bands, 1 - self.decay)])
-        anchor = logmag
-        if strength > 0:
-            anchor = logmag + colour_delta(logmag, self.basis, colour_transform(self._bands, style.bands), strength)
+        anchor = logmag + self._colour.delta(logmag, style.bands, strength)
         result, steps, latest = self._optimise(torch.from_numpy(anchor), style, values, deadline)
         live_late = self.mode == "live" and steps == 0 and values["style_weight"] > 0 and values["iterations"] > 0
         if not live_late:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class StyleTarget:
                                   count=float(meta["band_count"]))
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
                        sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]))
-        except (OSError, KeyError, TypeError, ValueError, EOFError) as error:
+        except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
 
 

@@ -36,7 +36,12 @@ class StylizeResult:
 
 
 def colour_toward(logmag: np.ndarray, style: StyleTarget, preset: Preset, strength: float) -> np.ndarray:
-    """The closed-form first step: the content's band statistics mapped onto the style's."""
+    """The closed-form first step: the whole clip's band statistics mapped onto the style's.
+
+    Offline sees the whole clip, and one transform from its statistics measured better on
+    held-out measures than running or windowed statistics (docs/quality.md); live has to
+    use running ones (``RunningColour``).
+    """
     if strength <= 0:
         return logmag
     config = preset.analysis

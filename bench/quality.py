@@ -1,0 +1,276 @@
+"""Quality benchmark and listening report (issue 6): every pair through every path, against the targets.
+
+Paths: the dry content, the offline default preset (plus any ``--presets``), and the live
+stream at 48 kHz at the largest chunk that keeps the reported latency within 300 ms and
+within 150 ms. Each is scored with the held-out measures of ``gramophone.metrics``; the
+targets table takes the mean over pairs (STOI over the speech pairs) and the worst RTF.
+Usage::
+
+    python -m bench.quality                       # all pairs, 10 s
+    python -m bench.quality --quick --html report/report.html
+    python -m bench.quality --markdown            # tables for the README / docs/quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from gramophone import metrics
+from gramophone.presets import PRESETS, get_preset
+
+from .common import Column, Render, chunk_for_latency, measure, render_offline, render_stream, table
+from .pairs import PAIR_NAMES, Pair, make_pairs
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One way of producing the wet signal."""
+
+    name: str
+    kind: str  # "dry", "offline" or "live"
+    preset: str = "default"
+    max_latency_ms: float | None = None
+    sample_rate: int = 48000
+
+
+@dataclass(frozen=True)
+class Target:
+    """Issue 6's bar for one path."""
+
+    held_out_gain: float
+    mfcc_gain: float
+    stoi: float
+    rtf: float
+
+
+DRY = PathSpec("dry", "dry")
+PATHS = (
+    DRY,
+    PathSpec("offline default", "offline"),
+    PathSpec("live 48 kHz ≤300 ms", "live", max_latency_ms=300),
+    PathSpec("live 48 kHz ≤150 ms", "live", max_latency_ms=150),
+)
+TARGETS = {
+    "offline default": Target(0.55, 0.75, 0.85, 1.0),
+    "live 48 kHz ≤300 ms": Target(0.40, 0.65, 0.85, 0.5),
+    "live 48 kHz ≤150 ms": Target(0.30, 0.60, 0.85, 0.5),
+}
+
+
+@dataclass
+class Outcome:
+    """One pair through one path: the audio, its measures and its cost."""
+
+    pair: Pair
+    path: PathSpec
+    audio: np.ndarray
+    sample_rate: int
+    report: metrics.QualityReport
+    rtf: float | None = None
+    detail: dict[str, float] = field(default_factory=dict)
+
+    def row(self) -> dict:
+        return {"pair": self.pair.name, "path": self.path.name, "rtf": self.rtf, **self.detail, **self.report.as_dict()}
+
+
+def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime: bool = False) -> Outcome:
+    """``pair`` through ``path``; ``iterations`` overrides the preset's (offline) or per-chunk (live) steps."""
+    content, _, rate = pair.load()
+    duration = content.size / rate
+    if path.kind == "dry":
+        render = Render(content, rate, 0.0, 0)
+        return Outcome(pair, path, content, rate, measure(pair, render))
+    preset = get_preset(path.preset)
+    if path.kind == "offline":
+        render = render_offline(pair, preset.with_overrides(iterations=iterations))
+        detail = {"iterations": render.iterations}
+    else:
+        settings = {} if iterations is None else {"iterations": iterations}
+        chunk = chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms, settings=settings)
+        render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime)
+        detail = {"chunk_frames": chunk, "latency_ms": render.latency_ms, "iterations": render.iterations,
+                  "late_chunks": render.late_chunks, "chunks": render.chunks}
+    return Outcome(pair, path, render.audio, render.sample_rate, measure(pair, render, preset), render.rtf(duration),
+                   detail)
+
+
+def run(pairs: Sequence[Pair], paths: Sequence[PathSpec] = PATHS, iterations: int | None = None,
+        realtime: bool = False) -> list[Outcome]:
+    """Every pair through every path, printing progress."""
+    outcomes = []
+    for pair in pairs:
+        for path in paths:
+            outcome = run_path(pair, path, iterations, realtime)
+            print(f"{pair.name} / {path.name}: held-out gain {outcome.report.held_out_gain:.2f}", flush=True)
+            outcomes.append(outcome)
+    return outcomes
+
+
+def target_rows(outcomes: Sequence[Outcome]) -> list[dict]:
+    """Per path with a target: mean gains over pairs, mean STOI over speech pairs, worst RTF, pass/fail."""
+    rows = []
+    for name, target in TARGETS.items():
+        mine = [outcome for outcome in outcomes if outcome.path.name == name]
+        if not mine:
+            continue
+        speech = [outcome.report.stoi for outcome in mine if outcome.report.stoi is not None]
+        row = {
+            "path": name,
+            "held_out_gain": float(np.mean([outcome.report.held_out_gain for outcome in mine])),
+            "mfcc_gain": float(np.mean([outcome.report.mfcc_gain for outcome in mine])),
+            "stoi": float(np.mean(speech)) if speech else None,
+            "rtf": max(outcome.rtf for outcome in mine),
+        }
+        checks = {  # measure: (passed, bound as printed)
+            "held_out_gain": (row["held_out_gain"] >= target.held_out_gain, f"≥ {target.held_out_gain:g}"),
+            "mfcc_gain": (row["mfcc_gain"] >= target.mfcc_gain, f"≥ {target.mfcc_gain:g}"),
+            "stoi": (row["stoi"] is None or row["stoi"] >= target.stoi, f"≥ {target.stoi:g}"),
+            "rtf": (row["rtf"] <= target.rtf, f"≤ {target.rtf:g}"),
+        }
+        for key, (passed, bound) in checks.items():
+            row[f"{key}_verdict"] = f"{'pass' if passed else 'FAIL'} ({bound})"
+        row["verdict"] = "pass" if all(passed for passed, _ in checks.values()) else "FAIL"
+        rows.append(row)
+    return rows
+
+
+TARGET_COLUMNS = [
+    Column("path", "path"),
+    Column("held_out_gain", "held-out gain", "{:.2f}"),
+    Column("held_out_gain_verdict", ""),
+    Column("mfcc_gain", "MFCC gain", "{:.2f}"),
+    Column("mfcc_gain_verdict", ""),
+    Column("stoi", "STOI", "{:.2f}"),
+    Column("stoi_verdict", ""),
+    Column("rtf", "worst RTF", "{:.2f}"),
+    Column("rtf_verdict", ""),
+    Column("verdict", "all"),
+]
+PAIR_COLUMNS = [
+    Column("pair", "pair"),
+    Column("path", "path"),
+    Column("held_out_gain", "held-out gain", "{:.2f}"),
+    Column("mfcc_gain", "MFCC gain", "{:.2f}"),
+    Column("stoi", "STOI", "{:.2f}"),
+    Column("own_gain", "own-net gain", "{:.2f}"),
+    Column("rtf", "RTF", "{:.2f}"),
+    Column("iterations", "iters", "{:.1f}"),
+    Column("chunk_frames", "chunk", "{:.0f}"),
+    Column("latency_ms", "latency ms", "{:.0f}"),
+    Column("late_chunks", "late", "{:.0f}"),
+]
+
+
+def spectrogram_png(audio: np.ndarray, sample_rate: int, path: Path, title: str) -> None:
+    """The evaluation spectrogram (dB, log frequency) of a clip, as a small PNG."""
+    import librosa.display
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mono = metrics.normalise(audio, sample_rate)
+    decibels = librosa.amplitude_to_db(np.expm1(metrics.log_spectrogram(mono)), ref=np.max, top_db=80)
+    figure, axes = plt.subplots(figsize=(6, 2.4), dpi=80)
+    librosa.display.specshow(decibels, sr=metrics.EVAL_RATE, hop_length=metrics.HOP, x_axis="time", y_axis="log",
+                             ax=axes)
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _measures(outcome: Outcome) -> str:
+    report, parts = outcome.report, []
+    parts.append(f"held-out gain {report.held_out_gain:.2f} ({report.held_out_dry:.3f} → {report.held_out_wet:.3f})")
+    parts.append(f"MFCC gain {report.mfcc_gain:.2f}")
+    if report.stoi is not None:
+        parts.append(f"STOI {report.stoi:.2f}")
+    if report.own_gain is not None:
+        parts.append(f"own-network gain {report.own_gain:.2f}")
+    if outcome.rtf is not None:
+        parts.append(f"RTF {outcome.rtf:.2f}")
+    parts.extend(f"{key.replace('_', ' ')} {value:.3g}" for key, value in outcome.detail.items())
+    return "<br>".join(html.escape(part) for part in parts)
+
+
+def write_html(outcomes: Sequence[Outcome], page: Path) -> Path:
+    """One page: per pair its style clip, then per path a player, a spectrogram and the measures.
+
+    Audio and images go to ``<page stem>_files/`` beside the page and are referenced
+    relatively, so the folder can be moved or served as it is.
+    """
+    page = Path(page)
+    assets = page.with_name(f"{page.stem}_files")
+    assets.mkdir(parents=True, exist_ok=True)
+
+    def media(stem: str, audio: np.ndarray, rate: int, title: str) -> str:
+        sf.write(assets / f"{stem}.wav", audio, rate, subtype="PCM_16")
+        spectrogram_png(audio, rate, assets / f"{stem}.png", title)
+        return (f'<audio controls preload="none" src="{assets.name}/{stem}.wav"></audio><br>'
+                f'<img src="{assets.name}/{stem}.png" alt="{html.escape(title)} spectrogram">')
+
+    body = ["<h1>Gramophone listening report</h1>",
+            "<p>Gains are 1 − wet/dry distance to the style under held-out networks and MFCC statistics "
+            "(0 = untouched, 1 = the style's statistics); STOI is intelligibility against the content.</p>",
+            "<h2>Targets</h2>", _html_table(target_rows(outcomes), TARGET_COLUMNS)]
+    for pair in dict.fromkeys(outcome.pair for outcome in outcomes):
+        _, style, rate = pair.load()
+        body.append(f"<h2>{html.escape(pair.name)}</h2><table>")
+        body.append(f"<tr><th>style</th><td>{media(f'{pair.name}-style', style, rate, f'{pair.name}: style')}</td>"
+                    "<td>the target</td></tr>")
+        for outcome in (o for o in outcomes if o.pair == pair):
+            stem = f"{pair.name}-{_slug(outcome.path.name)}"
+            title = f"{pair.name}: {outcome.path.name}"
+            body.append(f"<tr><th>{html.escape(outcome.path.name)}</th>"
+                        f"<td>{media(stem, outcome.audio, outcome.sample_rate, title)}</td><td>{_measures(outcome)}</td></tr>")
+        body.append("</table>")
+    style = "body{font-family:sans-serif;margin:2em}td,th{padding:.4em;vertical-align:top;text-align:left}"
+    page.write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>Gramophone listening report</title>'
+                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n", encoding="utf-8")
+    return page
+
+
+def _html_table(rows: Sequence[dict], columns: Sequence[Column]) -> str:
+    head = "".join(f"<th>{html.escape(column.header)}</th>" for column in columns)
+    cells = ["".join(f"<td>{html.escape(column.cell(row))}</td>" for column in columns) for row in rows]
+    return f"<table><tr>{head}</tr>{''.join(f'<tr>{line}</tr>' for line in cells)}</table>"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", nargs="+", choices=PAIR_NAMES, default=list(PAIR_NAMES))
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    parser.add_argument("--presets", nargs="*", choices=[name for name in PRESETS if name != "default"], default=[],
+                        help="reference presets to run offline as well (slow)")
+    parser.add_argument("--iterations", type=int, help="override offline iterations and live steps per chunk")
+    parser.add_argument("--realtime", action="store_true", help="pace live blocks with real sleeps")
+    parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair, 5 s")
+    parser.add_argument("--html", type=Path, help="write the listening report here")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pairs, args.seconds = ["male-female", "pluck-organ"], 5.0
+    paths = [*PATHS[:2], *(PathSpec(f"offline {name}", "offline", name) for name in args.presets), *PATHS[2:]]
+    outcomes = run(make_pairs(args.pairs, args.seconds), paths, args.iterations, args.realtime)
+    print(table([outcome.row() for outcome in outcomes], PAIR_COLUMNS, args.markdown))
+    print()
+    print(table(target_rows(outcomes), TARGET_COLUMNS, args.markdown))
+    if args.html:
+        print(f"listening report: {write_html(outcomes, args.html)}")
+
+
+if __name__ == "__main__":
+    main()

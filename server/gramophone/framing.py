@@ -1,0 +1,88 @@
+"""TCP framing for OSC: 1.1 SLIP and 1.0 length prefix, told apart by the first byte.
+
+One port serves both.  A length-prefixed stream starts with the high byte of a 32-bit
+big-endian size, which is 0 for any packet under 16 MiB; a SLIP stream starts with END
+(0xC0) or, when the sender omits the leading END, with the packet itself ('/' or '#').
+python-osc has ``slip.encode``/``slip.decode`` for single frames but no incremental
+stream decoder, so the buffering is written here.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pythonosc import slip
+
+MAX_TCP_PACKET = 8 * 1024 * 1024
+
+
+class FramingError(ValueError):
+    """The byte stream cannot be split into packets; the connection must close."""
+
+
+class SlipDecoder:
+    """OSC 1.1: packets between END bytes, with ESC sequences."""
+
+    name = "slip"
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        if slip.END not in data:  # mid-frame: skip re-splitting the whole buffer
+            if len(self._buffer) > MAX_TCP_PACKET:
+                raise FramingError(f"SLIP frame larger than {MAX_TCP_PACKET} bytes")
+            return []
+        *frames, rest = bytes(self._buffer).split(slip.END)
+        if len(rest) > MAX_TCP_PACKET:
+            raise FramingError(f"SLIP frame larger than {MAX_TCP_PACKET} bytes")
+        self._buffer = bytearray(rest)
+        packets = []
+        for frame in frames:
+            if not frame:
+                continue
+            try:
+                packets.append(slip.decode(frame))
+            except slip.ProtocolError:
+                raise FramingError("invalid SLIP escape sequence") from None
+        return packets
+
+    @staticmethod
+    def encode(packet: bytes) -> bytes:
+        return slip.encode(packet)
+
+
+class LengthDecoder:
+    """OSC 1.0: each packet preceded by its size as a big-endian int32 (liblo, scsynth)."""
+
+    name = "length"
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        packets = []
+        while len(self._buffer) >= 4:
+            (size,) = struct.unpack_from(">I", self._buffer)
+            if size > MAX_TCP_PACKET:
+                raise FramingError(f"length prefix {size} exceeds {MAX_TCP_PACKET} bytes")
+            if len(self._buffer) < 4 + size:
+                break
+            packets.append(bytes(self._buffer[4 : 4 + size]))
+            del self._buffer[: 4 + size]
+        return packets
+
+    @staticmethod
+    def encode(packet: bytes) -> bytes:
+        return struct.pack(">I", len(packet)) + packet
+
+
+def sniff(first_byte: int) -> SlipDecoder | LengthDecoder:
+    """The decoder for a stream whose first byte is ``first_byte``."""
+    if first_byte == 0:
+        return LengthDecoder()
+    if first_byte in (slip.END[0], ord("/"), ord("#")):
+        return SlipDecoder()
+    raise FramingError(f"stream starts with byte 0x{first_byte:02x}: neither SLIP nor a length prefix")

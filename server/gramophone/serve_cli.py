@@ -1,0 +1,188 @@
+"""``gramophone serve``: options, the TOML config file, startup and graceful shutdown.
+
+``cli.py`` calls ``add_serve_parser(subparsers)`` and, for the ``serve`` command,
+``run_serve(args)``.  Options given on the command line override the config file, key
+by key (a repeated option given on the command line replaces the file's list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gramophone.server")
+
+DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 57300,
+    "styles_dir": None,  # default_styles_dir()
+    "style": [],
+    "cache_dir": None,  # the engine's default cache folder
+    "max_sessions": 8,
+    "log_level": "info",
+    "allow": [],
+    "idle_timeout": 300.0,
+    "max_record_seconds": 120.0,
+}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A bad option or config file, reported on one line."""
+
+
+def default_styles_dir() -> Path:
+    """The only folder ``/style/load`` may read by default: ``$XDG_DATA_HOME/gramophone/styles``."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "gramophone" / "styles"
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``serve`` subcommand; every default is ``None`` so the config file can fill it."""
+    parser = subparsers.add_parser(
+        "serve", help="run the OSC server (UDP and TCP)",
+        description="Live style transfer over OSC. The protocol is in docs/protocol.md.",
+    )
+    add = parser.add_argument
+    add("--host", help=f"address to listen on (default {DEFAULTS['host']}; others print a warning)")
+    add("--port", type=int, help=f"UDP and TCP port (default {DEFAULTS['port']}; 0 picks a free one)")
+    add("--styles-dir", help="the only folder /style/load may read (default ~/.local/share/gramophone/styles)")
+    add("--style", action="append", metavar="NAME=FILE", help="preload a style from an audio file (repeatable)")
+    add("--cache-dir", help="where learned styles are cached (default ~/.cache/gramophone)")
+    add("--config", metavar="FILE.toml", help="read these options from a TOML file (same keys as the flags)")
+    add("--max-sessions", type=int, help=f"most streams at once (default {DEFAULTS['max_sessions']})")
+    # its own dest: the top-level parser's --log-level (default "warning") must not be overwritten
+    add("--log-level", dest="serve_log_level", choices=LOG_LEVELS, help=f"default {DEFAULTS['log_level']}")
+    add("--allow", action="append", metavar="CIDR", help="serve only senders in this network (repeatable)")
+    add("--idle-timeout", type=float, help=f"seconds before a silent session ends (default {DEFAULTS['idle_timeout']:g})")
+    add("--max-record-seconds", type=float,
+        help=f"longest /style/record recording (default {DEFAULTS['max_record_seconds']:g})")
+    return parser
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the config file, then the command line."""
+    merged = dict(DEFAULTS)
+    if getattr(args, "config", None):
+        merged.update(read_config(Path(args.config)))
+    given = {key.removeprefix("serve_"): value for key, value in vars(args).items() if value is not None}
+    merged.update({key: value for key, value in given.items() if key in DEFAULTS})
+    if merged["log_level"] not in LOG_LEVELS:
+        raise ConfigError(f"log-level must be one of {', '.join(LOG_LEVELS)}")
+    return merged
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The TOML file's keys (``styles-dir`` or ``styles_dir``); ``style`` may be a table NAME = FILE."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in DEFAULTS:
+            raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(k.replace('_', '-') for k in DEFAULTS)}")
+        if name == "style" and isinstance(value, dict):
+            value = [f"{style}={file}" for style, file in value.items()]
+        expected = type(DEFAULTS[name]) if DEFAULTS[name] is not None else str
+        if expected is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{path}: {key} must be {'a list of strings' if expected is list else expected.__name__}")
+        out[name] = value
+    return out
+
+
+def parse_allow(cidrs: list[str]) -> tuple:
+    try:
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+    except ValueError as error:
+        raise ConfigError(f"--allow: {error}") from None
+
+
+def parse_styles(specs: list[str]) -> list[tuple[str, Path]]:
+    out = []
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not name or not file:
+            raise ConfigError(f"--style {spec!r}: write NAME=FILE")
+        out.append((name, Path(file).expanduser()))
+    return out
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the server until SIGINT or SIGTERM; 0 after a clean shutdown, 2 on bad options."""
+    stop = threading.Event()
+    install_signal_handlers(stop)  # before the slow startup, so an early signal still ends cleanly
+    try:
+        opts = settings(args)
+        logging.basicConfig(level=opts["log_level"].upper(), stream=sys.stderr, force=True,
+                            format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        server = build_server(opts)
+    except (ConfigError, ValueError, OSError) as error:
+        log.error("%s", (str(error).splitlines() or [type(error).__name__])[0])
+        return 2
+    server.start()
+    while not stop.wait(0.5):
+        pass
+    server.shutdown()
+    return 0
+
+
+def build_server(opts: dict[str, Any]):
+    """Load the engine, the styles and the sockets (may take a few seconds: torch, first style)."""
+    from .cache import StyleCache  # the engine imports torch: only once options are known good
+    from .library import DEFAULT_STYLE, LibraryError, StyleLibrary
+    from .params import Parameters
+    from .presets import get_preset
+    from .server import Server, ServerConfig
+    from .stream import StreamProcessor
+
+    allow = parse_allow(opts["allow"])
+    styles = parse_styles(opts["style"])
+    styles_dir = Path(opts["styles_dir"]).expanduser() if opts["styles_dir"] else default_styles_dir()
+    styles_dir.mkdir(parents=True, exist_ok=True)
+    preset = get_preset("default")
+    library = StyleLibrary(styles_dir, StyleCache(opts["cache_dir"]), preset, opts["max_record_seconds"])
+    try:
+        for name, path in styles:
+            library.add_file(name, path)
+            log.info("style %r preloaded from %s", name, path)
+        names = library.names()
+        first = DEFAULT_STYLE if DEFAULT_STYLE in names else (styles[0][0] if styles else (names or [None])[0])
+        if first is None:
+            raise ConfigError("no style available: give --style NAME=FILE")
+        library.select(first)
+    except LibraryError as error:
+        raise ConfigError(str(error)) from None
+    if opts["max_sessions"] < 1:
+        raise ConfigError("--max-sessions must be at least 1")
+    config = ServerConfig(host=opts["host"], port=opts["port"], max_sessions=opts["max_sessions"],
+                          idle_timeout=opts["idle_timeout"], allow=allow)
+    log.info("styles folder %s; %d styles known", styles_dir, len(library.names()))
+    return Server(config, Parameters(), library, lambda params, style: StreamProcessor(params, style=style, preset=preset))
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` (graceful shutdown); a second one exits at once."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting without finishing", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)

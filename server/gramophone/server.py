@@ -1,0 +1,551 @@
+"""The OSC server: peers, sessions, ordered per-sender work, and worker threads.
+
+Every sender (a UDP address and port, or a TCP connection) is a *peer* with a FIFO lane of
+work; a worker takes one item from a peer at a time, so each sender's messages run in
+order while different senders run in parallel on threads sized to the cores.  Quick
+requests (``/ping``, ``/status``, ``/param``…) are answered on the receiving thread and
+never wait behind computation.  A peer becomes a *session* with ``/connect``: it then owns
+a stream processor.  The protocol itself is in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import __version__
+from .library import LibraryError, StyleLibrary
+from .params import PARAMETERS, Parameters
+from .protocol import PARAM_PREFIX, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
+from .transport import Address, TcpConnection, TcpListener, UdpTransport, bind, is_loopback
+
+log = logging.getLogger("gramophone.server")
+MAX_PEERS = 1024
+MAX_LANE = 1024  # queued messages per sender, audio included
+RENDER_QUEUE_BLOCKS = 256
+FAILS_LOGGED_PER_SECOND = 20  # per sender; a client failing every block must not flood the log
+
+
+class Processor(Protocol):
+    """What the server needs of ``gramophone.stream.StreamProcessor``."""
+
+    mode: str
+    latency_samples: int
+
+    def prepare(self, sample_rate: int, channels: int, block_size: int) -> None: ...
+    def push(self, seq: int, block: np.ndarray, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
+    def flush(self) -> list[tuple[int, np.ndarray]]: ...
+    def reset(self) -> None: ...
+    def set_style(self, target: Any) -> None: ...
+    def stats(self) -> Any: ...
+
+
+ProcessorFactory = Callable[[Parameters, Any], Processor]
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 57300
+    max_sessions: int = 8
+    idle_timeout: float = 300.0
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    shutdown_timeout: float = 30.0
+
+
+class Session:
+    """A connected stream: its processor, format, and the encoding of every block in flight."""
+
+    def __init__(self, sid: int, processor: Processor, sample_rate: int, channels: int, block_size: int) -> None:
+        self.id = sid
+        self.processor = processor
+        self.sample_rate, self.channels, self.block_size = sample_rate, channels, block_size
+        self.encodings: OrderedDict[int, str] = OrderedDict()
+        self.dropped = 0  # blocks sent back dry because the session fell behind
+        self.behind = False
+        blocks_in_latency = math.ceil(processor.latency_samples / block_size)
+        self.live_queue = max(4, blocks_in_latency + 2)  # a block waiting longer cannot be on time
+
+    def encoding_of(self, seq: int) -> str:
+        """The encoding ``seq`` came in; forgets it and every older one (outputs come in order)."""
+        while self.encodings and next(iter(self.encodings)) < seq:
+            self.encodings.popitem(last=False)
+        return self.encodings.pop(seq, "floats")
+
+
+class Peer:
+    """One sender: where replies go, its ordered lane of work, and its session if any."""
+
+    def __init__(self, key: Hashable, label: str, addr: Address, conn: TcpConnection | None) -> None:
+        self.key, self.label, self.addr, self.conn = key, label, addr, conn
+        self.reply_addr: Address = addr
+        self.session: Session | None = None
+        self.notify = False
+        self.last_seen = time.monotonic()
+        self.lane: deque[tuple[str, Callable[[], None], bool]] = deque()
+        self.content_queued = 0
+        self.scheduled = False
+        self.cond = threading.Condition()
+        self.fail_window = 0.0
+        self.fails_in_window = 0
+
+
+class Server:
+    """UDP and TCP on one port, sessions, and worker threads; ``start`` then ``shutdown``."""
+
+    def __init__(self, config: ServerConfig, params: Parameters, library: StyleLibrary, factory: ProcessorFactory) -> None:
+        self.config, self.params, self.library, self._factory = config, params, library, factory
+        self._peers: dict[Hashable, Peer] = {}
+        self._lock = threading.Lock()
+        self._runq: queue.Queue[Peer | None] = queue.Queue()
+        self._outstanding = 0
+        self._idle = threading.Condition(self._lock)
+        self._session_ids = itertools.count(1)
+        self._denied: set[str] = set()
+        self._stopping = threading.Event()
+        udp_sock, tcp_sock = bind(config.host, config.port)
+        self.port = udp_sock.getsockname()[1]
+        self.loopback = is_loopback(udp_sock)
+        self._udp = UdpTransport(udp_sock, self._on_datagram)
+        self._tcp = TcpListener(tcp_sock, self._on_tcp_open, self._on_tcp_packet, self._on_tcp_error, self._on_tcp_close)
+        self._workers = [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True) for i in range(config.workers)]
+        self._janitor = threading.Thread(target=self._expire, name="janitor", daemon=True)
+        self._immediate: dict[str, Callable[[Peer, Command], None]] = {
+            "/ping": self._ping, "/status": self._status, "/params": self._params, "/style/list": self._style_list,
+            "/version": self._version, "/notify": self._notify,
+        }
+        self._queued: dict[str, Callable[[Peer, Command], None]] = {
+            "/connect": self._connect, "/disconnect": self._disconnect, "/mode": self._mode, "/reset": self._reset,
+            "/flush": self._flush, "/sync": self._sync, "/style/load": self._style_load,
+            "/style/record/start": self._record_start, "/style/audio": self._record_audio,
+            "/style/record/stop": self._record_stop, "/style/select": self._style_select, "/style/mix": self._style_mix,
+            "/style/delete": self._style_delete,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+        self._janitor.start()
+        self._udp.start()
+        self._tcp.start()
+        host = self.config.host
+        log.info("gramophone %s listening on udp %s:%d and tcp %s:%d (SLIP or length-prefixed); style %r active; %d workers",
+                 __version__, host, self.port, host, self.port, self.library.active_name, len(self._workers))
+        if not self.loopback:
+            log.warning("listening on %s, not loopback: anyone who can reach this machine can use the server%s", host,
+                        "" if self.config.allow else "; restrict senders with --allow CIDR")
+
+    def shutdown(self) -> None:
+        """Stop receiving, finish every chunk in flight, send the replies, then stop."""
+        self._stopping.set()
+        self._udp.stop_receiving()
+        self._tcp.stop_receiving()
+        with self._lock:
+            sessions = [peer for peer in self._peers.values() if peer.session]
+        log.info("shutting down: finishing %d session(s)", len(sessions))
+        for peer in sessions:
+            self._enqueue(peer, "/disconnect", lambda peer=peer: self._end_session(peer, flush=True))
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        with self._idle:
+            while self._outstanding and time.monotonic() < deadline:
+                self._idle.wait(0.1)
+            unfinished = self._outstanding
+        if unfinished:
+            log.warning("shutdown timeout: %d message(s) left unprocessed", unfinished)
+        for _ in self._workers:
+            self._runq.put(None)
+        for conn in list(self._tcp.connections):
+            conn.finish(2.0)
+        self.library.cache.flush()
+        self._udp.close()
+        log.info("stopped")
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _allowed(self, host: str) -> bool:
+        if not self.config.allow:
+            return True
+        address = ipaddress.ip_address(host)
+        if any(address in net for net in self.config.allow):
+            return True
+        if host not in self._denied and len(self._denied) < MAX_PEERS:
+            self._denied.add(host)
+            log.warning("refused %s: not in --allow", host)
+        return False
+
+    def _on_datagram(self, addr: Address, data: bytes, arrival: float) -> None:
+        if not self._allowed(addr[0]):
+            return
+        key = ("udp", addr[0], addr[1])
+        with self._lock:
+            peer = self._peers.get(key)
+            if peer is None and len(self._peers) < MAX_PEERS:
+                peer = self._peers[key] = Peer(key, f"udp {addr[0]}:{addr[1]}", addr, None)
+        if peer is None:
+            self._udp.send(addr, fail("?", f"server busy: {MAX_PEERS} clients known; try again later"))
+            return
+        self._receive(peer, data, arrival)
+
+    def _on_tcp_open(self, conn: TcpConnection) -> bool:
+        if not self._allowed(conn.addr[0]):
+            return False
+        with self._lock:
+            if len(self._peers) >= MAX_PEERS:
+                return False
+            self._peers[("tcp", conn.id)] = Peer(("tcp", conn.id), conn.label, conn.addr, conn)
+        log.debug("%s connected", conn.label)
+        return True
+
+    def _on_tcp_packet(self, conn: TcpConnection, data: bytes, arrival: float) -> None:
+        with self._lock:
+            peer = self._peers.get(("tcp", conn.id))
+        if peer is not None:
+            self._receive(peer, data, arrival)
+
+    def _on_tcp_error(self, conn: TcpConnection, message: str) -> None:
+        log.warning("%s: %s; closing it", conn.label, message)
+        conn.send(fail("?", f"{message}; closing the connection"))
+
+    def _on_tcp_close(self, conn: TcpConnection) -> None:
+        with self._lock:
+            peer = self._peers.pop(("tcp", conn.id), None)
+        if peer is not None:
+            self._drop_session(peer, "connection closed")
+
+    def _receive(self, peer: Peer, data: bytes, arrival: float) -> None:
+        peer.last_seen = arrival
+        for item in decode(data):
+            if isinstance(item, ProtocolError):
+                self._fail(peer, item.address, item.message)
+            elif item.address == "/content":
+                self._content(peer, item, arrival)
+            elif item.address.startswith(PARAM_PREFIX):
+                self._param(peer, item)
+            elif item.address == "/connect" and len(item.values) == 4 and not self._route_replies(peer, item.values[3]):
+                continue
+            elif item.address in self._immediate:
+                self._guard(peer, item.address, lambda: self._immediate[item.address](peer, item))
+            else:
+                handler = self._queued[item.address]
+                self._enqueue(peer, item.address, lambda handler=handler, item=item: handler(peer, item))
+
+    def _route_replies(self, peer: Peer, reply_port: int) -> bool:
+        """``/connect``'s reply_port takes effect on receipt: its own reply (or /fail) goes there too."""
+        if not 1 <= reply_port <= 65535:
+            self._fail(peer, "/connect", f"reply_port must be within 1–65535, got {reply_port}")
+            return False
+        if peer.conn is None:  # over TCP replies always travel on the connection
+            peer.reply_addr = (peer.addr[0], reply_port, *peer.addr[2:])
+        return True
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _send(self, peer: Peer, packet: bytes) -> None:
+        if peer.conn is not None:
+            peer.conn.send(packet)
+        else:
+            self._udp.send(peer.reply_addr, packet)
+
+    def _reply(self, peer: Peer, address: str, *args: Any) -> None:
+        self._send(peer, encode_message(address, *args))
+
+    def _fail(self, peer: Peer, address: str, message: str) -> None:
+        """``/fail`` to the sender and a log line (at most a few a second per sender)."""
+        self._send(peer, fail(address, message))
+        now = time.monotonic()
+        if now - peer.fail_window >= 1.0:
+            if peer.fails_in_window > FAILS_LOGGED_PER_SECOND:
+                log.warning("%s: %d more /fail not logged", peer.label, peer.fails_in_window - FAILS_LOGGED_PER_SECOND)
+            peer.fail_window, peer.fails_in_window = now, 0
+        peer.fails_in_window += 1
+        if peer.fails_in_window <= FAILS_LOGGED_PER_SECOND:
+            log.warning("fail %s %s: %s", peer.label, address, message)
+
+    def _guard(self, peer: Peer, address: str, action: Callable[[], None]) -> None:
+        """Run ``action``; anything it raises becomes a ``/fail``, never a dead thread."""
+        try:
+            action()
+        except (ProtocolError, LibraryError, ValueError) as error:
+            self._fail(peer, address, getattr(error, "message", None) or str(error).splitlines()[0])
+        except Exception as error:  # a bug: keep serving everyone else
+            log.error("internal error on %s from %s: %r", address, peer.label, error, exc_info=log.isEnabledFor(logging.DEBUG))
+            self._send(peer, fail(address, f"internal error: {type(error).__name__}"))
+
+    # -- work lanes ---------------------------------------------------------------------
+
+    def _enqueue(self, peer: Peer, address: str, action: Callable[[], None], content: bool = False) -> bool:
+        with peer.cond:
+            if len(peer.lane) >= MAX_LANE:
+                full = True
+            else:
+                full = False
+                peer.lane.append((address, action, content))
+                peer.content_queued += content
+                schedule, peer.scheduled = not peer.scheduled, True
+        if full:
+            self._fail(peer, address, f"too many queued messages ({MAX_LANE}); wait for replies")
+            return False
+        with self._lock:
+            self._outstanding += 1
+        if schedule:
+            self._runq.put(peer)
+        return True
+
+    def _work(self) -> None:
+        while (peer := self._runq.get()) is not None:
+            with peer.cond:
+                address, action, content = peer.lane.popleft()
+            self._guard(peer, address, action)
+            with peer.cond:
+                peer.content_queued -= content
+                again = bool(peer.lane)
+                peer.scheduled = again
+                peer.cond.notify_all()
+            if again:
+                self._runq.put(peer)
+            with self._idle:
+                self._outstanding -= 1
+                self._idle.notify_all()
+
+    # -- audio --------------------------------------------------------------------------
+
+    def _content(self, peer: Peer, cmd: Command, arrival: float) -> None:
+        session = peer.session
+        seq, samples = cmd.values
+        if session is None:
+            return self._fail(peer, "/content", "no session: send /connect first")
+        expected = session.block_size * session.channels
+        if samples.size != expected:
+            return self._fail(peer, "/content", f"expected {expected} samples (block_size × channels), got {samples.size}")
+        live = session.processor.mode == "live"
+        limit = session.live_queue if live else RENDER_QUEUE_BLOCKS
+        with peer.cond:
+            if not live and peer.conn is not None:  # TCP render: hold the reader until there is room
+                while peer.content_queued >= limit and not peer.conn.closed and not self._stopping.is_set():
+                    peer.cond.wait(0.25)
+            full = peer.content_queued >= limit
+        if full and live:
+            session.dropped += 1
+            if not session.behind:
+                session.behind = True
+                log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
+            return self._send(peer, encode_audio("/audio", seq, samples, cmd.encoding))
+        if full:
+            return self._fail(peer, "/content", f"render queue full ({limit} blocks): wait for /audio replies before sending more")
+        if session.behind:
+            session.behind = False
+            log.info("session %d caught up (%d blocks went back dry so far)", session.id, session.dropped)
+        self._enqueue(peer, "/content", lambda: self._push(peer, session, seq, samples, cmd.encoding, arrival), content=True)
+
+    def _push(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> None:
+        if peer.session is not session:
+            return  # reconnected or disconnected since this block arrived
+        session.encodings[seq] = encoding
+        self._send_blocks(peer, session, session.processor.push(seq, samples, arrival))
+
+    def _send_blocks(self, peer: Peer, session: Session, blocks: list[tuple[int, np.ndarray]]) -> None:
+        for seq, block in blocks:
+            self._send(peer, encode_audio("/audio", seq, block, session.encoding_of(seq)))
+
+    # -- immediate handlers -------------------------------------------------------------
+
+    def _ping(self, peer: Peer, cmd: Command) -> None:
+        self._reply(peer, "/pong", *cmd.values)
+
+    def _version(self, peer: Peer, cmd: Command) -> None:
+        self._reply(peer, "/version/reply", "gramophone", __version__)
+
+    def _notify(self, peer: Peer, cmd: Command) -> None:
+        peer.notify = bool(cmd.values[0])
+        self._reply(peer, "/done", "/notify", int(peer.notify))
+
+    def _param(self, peer: Peer, cmd: Command) -> None:
+        name = cmd.address[len(PARAM_PREFIX):]
+        if not cmd.values:
+            return self._reply(peer, cmd.address, self.params.get(name))
+        try:
+            applied = self.params.set(name, cmd.values[0])
+        except ValueError as error:
+            return self._fail(peer, cmd.address, str(error))
+        log.debug("%s set %s = %g", peer.label, name, applied)
+        packet = encode_message(cmd.address, applied)
+        self._send(peer, packet)
+        with self._lock:
+            others = [p for p in self._peers.values() if p is not peer and (p.session or p.notify)]
+        for other in others:
+            self._send(other, packet)
+
+    def _params(self, peer: Peer, cmd: Command) -> None:
+        values = self.params.snapshot()
+        for name, spec in PARAMETERS.items():
+            self._reply(peer, "/params/reply", name, values[name], spec.minimum, spec.maximum, spec.default)
+        self._reply(peer, "/done", "/params")
+
+    def _style_list(self, peer: Peer, cmd: Command) -> None:
+        self._reply(peer, "/style/list/reply", *self.library.names())
+
+    def _status(self, peer: Peer, cmd: Command) -> None:
+        """The sender's own session, or every session together when it has none."""
+        with self._lock:
+            sessions = [p.session for p in self._peers.values() if p.session]
+        count = len(sessions)
+        if peer.session is not None:
+            sessions = [peer.session]
+        stats = [(s, s.processor.stats()) for s in sessions]
+        mean = lambda values: float(np.mean(values)) if values else 0.0  # noqa: E731
+        self._reply(
+            peer, "/status/reply", count,
+            mean([st.rtf_avg for _, st in stats]),
+            max([float(st.rtf_peak) for _, st in stats], default=0.0),
+            mean([st.iterations_avg for _, st in stats]),
+            max([1000.0 * s.processor.latency_samples / s.sample_rate for s, _ in stats], default=0.0),
+            sum(int(st.late_chunks) for _, st in stats),
+            sum(int(st.lost_blocks) + s.dropped for s, st in stats),
+            sum(int(st.queued_blocks) for _, st in stats),
+        )
+
+    # -- queued handlers (run on workers, in each sender's order) ----------------------
+
+    def _connect(self, peer: Peer, cmd: Command) -> None:
+        sample_rate, channels, block_size, *rest = cmd.values
+        if peer.conn is None and block_size * channels > max_udp_samples():
+            raise ProtocolError("/connect", f"block_size × channels = {block_size * channels} does not fit a UDP datagram "
+                                f"as a float list (at most {max_udp_samples()}); use smaller blocks or TCP")
+        with self._lock:
+            sessions = sum(1 for p in self._peers.values() if p.session and p is not peer)
+        if sessions >= self.config.max_sessions:
+            raise ProtocolError("/connect", f"server full: {sessions} sessions (--max-sessions {self.config.max_sessions})")
+        processor = self._factory(self.params, self.library.active)
+        processor.prepare(sample_rate, channels, block_size)
+        session = Session(next(self._session_ids), processor, sample_rate, channels, block_size)
+        if peer.session is not None:
+            log.info("session %d replaced by a new /connect", peer.session.id)
+        peer.session = session
+        log.info("session %d connected: %s, %d Hz, %d ch, blocks of %d, latency %d samples%s", session.id, peer.label,
+                 sample_rate, channels, block_size, processor.latency_samples,
+                 f", replies to port {peer.reply_addr[1]}" if rest and peer.conn is None else "")
+        self._reply(peer, "/connected", session.id, int(processor.latency_samples))
+
+    def _disconnect(self, peer: Peer, cmd: Command) -> None:
+        self._end_session(peer, flush=True)
+        self._reply(peer, "/done", "/disconnect")
+
+    def _end_session(self, peer: Peer, flush: bool) -> None:
+        session = peer.session
+        if session is None:
+            return
+        if flush:
+            self._send_blocks(peer, session, session.processor.flush())
+        self._drop_session(peer, "disconnected")
+
+    def _drop_session(self, peer: Peer, why: str) -> None:
+        session, peer.session = peer.session, None
+        self.library.discard_recording(peer.key)
+        if session is not None:
+            log.info("session %d %s (%s)", session.id, why, peer.label)
+
+    def _need_session(self, peer: Peer, address: str) -> Session:
+        if peer.session is None:
+            raise ProtocolError(address, "no session: send /connect first")
+        return peer.session
+
+    def _mode(self, peer: Peer, cmd: Command) -> None:
+        mode = cmd.values[0]
+        if mode not in ("live", "render"):
+            raise ProtocolError("/mode", f"mode must be 'live' or 'render', got {mode!r}")
+        self._need_session(peer, "/mode").processor.mode = mode
+        self._reply(peer, "/done", "/mode", mode)
+
+    def _reset(self, peer: Peer, cmd: Command) -> None:
+        session = self._need_session(peer, "/reset")
+        session.processor.reset()
+        session.encodings.clear()
+        self._reply(peer, "/done", "/reset")
+
+    def _flush(self, peer: Peer, cmd: Command) -> None:
+        session = self._need_session(peer, "/flush")
+        self._send_blocks(peer, session, session.processor.flush())
+        self._reply(peer, "/done", "/flush")
+
+    def _sync(self, peer: Peer, cmd: Command) -> None:
+        self._reply(peer, "/synced", *cmd.values)
+
+    def _style_load(self, peer: Peer, cmd: Command) -> None:
+        name, relative = cmd.values
+        self.library.load(name, relative)
+        log.info("style %r loaded from %s by %s", name, relative, peer.label)
+        self._reply(peer, "/done", "/style/load", name)
+
+    def _record_start(self, peer: Peer, cmd: Command) -> None:
+        session = self._need_session(peer, "/style/record/start")
+        self.library.record_start(peer.key, cmd.values[0], session.sample_rate, session.channels)
+        log.info("%s records style %r", peer.label, cmd.values[0])
+        self._reply(peer, "/done", "/style/record/start", cmd.values[0])
+
+    def _record_audio(self, peer: Peer, cmd: Command) -> None:
+        self.library.record_audio(peer.key, *cmd.values)
+
+    def _record_stop(self, peer: Peer, cmd: Command) -> None:
+        target = self.library.record_stop(peer.key)
+        log.info("style %r recorded by %s", target.name, peer.label)
+        self._reply(peer, "/done", "/style/record/stop", target.name)
+
+    def _style_select(self, peer: Peer, cmd: Command) -> None:
+        target = self.library.select(cmd.values[0])
+        self._apply_style(target)
+        log.info("style %r selected by %s", cmd.values[0], peer.label)
+        self._reply(peer, "/done", "/style/select", cmd.values[0])
+
+    def _style_mix(self, peer: Peer, cmd: Command) -> None:
+        values = cmd.values
+        target = self.library.mix([(values[i], values[i + 1]) for i in range(0, len(values), 2)])
+        self._apply_style(target)
+        log.info("style mix %s selected by %s", target.name, peer.label)
+        self._reply(peer, "/done", "/style/mix")
+
+    def _style_delete(self, peer: Peer, cmd: Command) -> None:
+        self.library.delete(cmd.values[0])
+        log.info("style %r deleted by %s", cmd.values[0], peer.label)
+        self._reply(peer, "/done", "/style/delete", cmd.values[0])
+
+    def _apply_style(self, target: Any) -> None:
+        """Every session switches at its next chunk boundary, in order with its own audio."""
+        with self._lock:
+            peers = [p for p in self._peers.values() if p.session]
+        for other in peers:
+            self._enqueue(other, "/style", lambda other=other, session=other.session: self._set_style(other, session, target))
+
+    @staticmethod
+    def _set_style(peer: Peer, session: Session, target: Any) -> None:
+        if peer.session is session:
+            session.processor.set_style(target)
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    def _expire(self) -> None:
+        """End idle sessions and forget idle UDP senders (``--idle-timeout``)."""
+        while not self._stopping.wait(1.0):
+            now = time.monotonic()
+            with self._lock:
+                idle = [p for p in self._peers.values() if now - p.last_seen > self.config.idle_timeout and not p.lane]
+                for peer in idle:
+                    if peer.conn is None and not peer.session and not peer.notify:
+                        del self._peers[peer.key]
+            for peer in idle:
+                if peer.session is not None:
+                    self._drop_session(peer, f"expired after {self.config.idle_timeout:g} s idle")

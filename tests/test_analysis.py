@@ -1,0 +1,202 @@
+"""Analysis and synthesis: sizes in time, rate-independent calibration, exact resynthesis,
+Griffin-Lim, and the closed-form colouring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gramophone.analysis import AnalysisConfig, analyse, griffin_lim, synthesise
+from gramophone.colour import BandBasis, BandStats, colour_delta, colour_transform
+
+RATES = (16000, 22050, 44100, 48000)
+CONFIG = AnalysisConfig()
+
+
+def tone(rate: int, freq: float = 1000.0, seconds: float = 0.5, amplitude: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)[np.newaxis]
+
+
+def noise(rate: int, seconds: float = 0.5, channels: int = 1, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal((channels, int(rate * seconds)))).astype(np.float32)
+
+
+def db(error: np.ndarray, reference: np.ndarray) -> float:
+    return 20 * np.log10(np.sqrt(np.mean(error**2)) / np.sqrt(np.mean(reference**2)) + 1e-30)
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_window_and_hop_are_defined_in_time(rate):
+    n_fft, hop = CONFIG.n_fft(rate), CONFIG.hop_length(rate)
+    assert n_fft % CONFIG.overlap == 0 and hop * CONFIG.overlap == n_fft
+    # the window lasts window_ms, to within one hop-rounding step
+    assert abs(n_fft / rate * 1000 - CONFIG.window_ms) <= CONFIG.overlap / rate * 1000
+    assert hop / rate * 1000 == pytest.approx(CONFIG.hop_ms, abs=CONFIG.overlap / rate * 1000)
+
+
+def test_default_window_is_1024_samples_at_22050():
+    assert CONFIG.n_fft(22050) == 1024 and CONFIG.hop_length(22050) == 256
+
+
+@pytest.mark.parametrize("kwargs", [{"window_ms": 1.0}, {"window_ms": 900.0}, {"overlap": 3}, {"max_freq_hz": 0.0}])
+def test_bad_analysis_config_is_rejected(kwargs):
+    with pytest.raises(ValueError):
+        AnalysisConfig(**kwargs)
+
+
+# -- analysis -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_grid_shape_is_the_same_at_every_rate(rate):
+    spectrum = analyse(noise(rate, seconds=1.0), rate, CONFIG)
+    assert spectrum.logmag.shape[:2] == (1, CONFIG.channels)
+    assert spectrum.logmag.dtype == np.float32
+    # about the same number of frames per second at every rate
+    assert spectrum.frames == pytest.approx(1000 / CONFIG.hop_ms + 1, abs=2)
+    assert spectrum.length == rate
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_a_full_scale_sine_reads_about_512_in_the_same_bin_at_every_rate(rate):
+    """The documented calibration: bins are 1000/window_ms Hz apart, a unit sine reads ≈ 512."""
+    spectrum = analyse(tone(rate, freq=1000.0), rate, CONFIG)
+    middle = spectrum.logmag[0, :, spectrum.frames // 2]
+    peak = int(np.argmax(middle))
+    assert abs(peak - 1000.0 * CONFIG.window_ms / 1000) <= 1.0
+    magnitude = np.expm1(middle[peak])
+    assert 0.6 * 512 < magnitude <= 1.05 * 512  # between-bin frequencies lose a little at the peak
+
+
+def test_level_changes_the_log_magnitudes_monotonically():
+    quiet = analyse(tone(22050, amplitude=0.01), 22050, CONFIG).logmag
+    loud = analyse(tone(22050, amplitude=0.5), 22050, CONFIG).logmag
+    assert loud.max() > quiet.max() > 0
+
+
+# -- resynthesis -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_untouched_grid_resynthesises_the_input(rate, channels):
+    """Content phase plus the unmodified grid must give the input back (bins above the grid too)."""
+    clip = noise(rate, seconds=0.4, channels=channels)
+    spectrum = analyse(clip, rate, CONFIG)
+    out = synthesise(spectrum, spectrum.logmag.copy())
+    assert out.shape == clip.shape and out.dtype == np.float32
+    assert db(out - clip, clip) < -60
+
+
+def test_odd_length_is_kept():
+    clip = noise(22050, seconds=1.0)[:, :12345]
+    spectrum = analyse(clip, 22050, CONFIG)
+    assert synthesise(spectrum, spectrum.logmag).shape == (1, 12345)
+
+
+def test_raising_the_grid_raises_the_output_including_above_the_grid():
+    """At 48 kHz the bins above max_freq_hz follow the gain of the grid's top band."""
+    rate = 48000
+    clip = noise(rate)
+    spectrum = analyse(clip, rate, CONFIG)
+    louder = synthesise(spectrum, np.log1p(2 * np.expm1(spectrum.logmag)))  # every grid magnitude × 2
+    ratio = np.abs(np.fft.rfft(louder[0])) / (np.abs(np.fft.rfft(clip[0])) + 1e-9)
+    freqs = np.fft.rfftfreq(clip.shape[1], 1 / rate)
+    below = np.median(ratio[(freqs > 1000) & (freqs < 10000)])
+    above = np.median(ratio[(freqs > 13000) & (freqs < 20000)])
+    assert below == pytest.approx(2.0, rel=0.02)
+    assert above == pytest.approx(2.0, rel=0.02)
+
+
+def test_unknown_phase_mode_is_rejected():
+    spectrum = analyse(noise(22050), 22050, CONFIG)
+    with pytest.raises(ValueError):
+        synthesise(spectrum, spectrum.logmag, phase="magic")
+
+
+def _inconsistency(stft_out: np.ndarray, magnitude: np.ndarray, n_fft: int, hop: int, length: int) -> float:
+    import librosa
+
+    audio = librosa.istft(stft_out, hop_length=hop, n_fft=n_fft, window="hann", center=True, length=length)
+    rebuilt = librosa.stft(audio, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant")
+    return float(np.linalg.norm(np.abs(rebuilt) - magnitude) / np.linalg.norm(magnitude))
+
+
+def test_griffin_lim_from_random_phase_converges_and_is_seeded():
+    rate = 22050
+    clip = noise(rate, seconds=0.3)
+    spectrum = analyse(clip, rate, CONFIG)
+    n_fft, hop = CONFIG.n_fft(rate), CONFIG.hop_length(rate)
+    magnitude = np.abs(spectrum.stft)
+    few = griffin_lim(magnitude, None, n_fft, hop, clip.shape[1], 1, 0.99, seed=3)
+    many = griffin_lim(magnitude, None, n_fft, hop, clip.shape[1], 24, 0.99, seed=3)
+    assert _inconsistency(many, magnitude, n_fft, hop, clip.shape[1]) < _inconsistency(few, magnitude, n_fft, hop,
+                                                                                         clip.shape[1])
+    again = griffin_lim(magnitude, None, n_fft, hop, clip.shape[1], 24, 0.99, seed=3)
+    other = griffin_lim(magnitude, None, n_fft, hop, clip.shape[1], 24, 0.99, seed=4)
+    np.testing.assert_array_equal(many, again)
+    assert not np.allclose(many, other)
+
+
+def test_griffin_lim_from_the_content_phase_stays_near_the_content():
+    rate = 22050
+    clip = noise(rate, seconds=0.3)
+    spectrum = analyse(clip, rate, CONFIG)
+    from_content = synthesise(spectrum, spectrum.logmag, phase="griffinlim", griffin_lim_iterations=8)
+    from_random = synthesise(spectrum, spectrum.logmag, phase="griffinlim", griffin_lim_iterations=8,
+                             griffin_lim_init="random")
+    assert db(from_content - clip, clip) < -20
+    assert db(from_random - clip, clip) > db(from_content - clip, clip) + 10
+
+
+# -- colouring ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def basis() -> BandBasis:
+    return BandBasis.build(CONFIG.channels, CONFIG.max_freq_hz, 16)
+
+
+def test_band_basis_rows_are_averages_and_the_way_back_is_a_partition(basis):
+    np.testing.assert_allclose(basis.to_bands.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(basis.to_channels.sum(axis=1), 1.0, atol=1e-5)
+    assert basis.to_bands.shape == (16, CONFIG.channels) and basis.to_channels.shape == (CONFIG.channels, 16)
+
+
+def test_colour_transform_maps_content_statistics_onto_the_style(basis):
+    rng = np.random.default_rng(1)
+    content = rng.standard_normal((16, 400)) * 0.5 + 2.0
+    style = rng.standard_normal((16, 16)) @ rng.standard_normal((16, 400)) * 0.2 + rng.uniform(0, 4, (16, 1))
+    content_stats, style_stats = BandStats.of(content), BandStats.of(style)
+    matrix, offset = colour_transform(content_stats, style_stats)
+    moved = BandStats.of(matrix @ content + offset[:, None])
+    np.testing.assert_allclose(moved.mean, style_stats.mean, atol=1e-3)
+    np.testing.assert_allclose(moved.covariance, style_stats.covariance, atol=0.02 * np.abs(style_stats.covariance).max())
+
+
+def test_colour_delta_is_zero_at_strength_zero_and_for_the_style_itself(basis):
+    logmag = np.abs(np.random.default_rng(2).standard_normal((1, CONFIG.channels, 60))).astype(np.float32) * 3
+    stats = BandStats.of(basis.to_bands @ logmag)
+    transform = colour_transform(stats, stats)
+    assert np.abs(colour_delta(logmag, basis, transform, 1.0)).max() < 0.05
+    other = colour_transform(stats, BandStats(stats.mean + 1.0, stats.covariance, stats.count))
+    np.testing.assert_array_equal(colour_delta(logmag, basis, other, 0.0), 0.0)
+    assert np.mean(colour_delta(logmag, basis, other, 1.0)) == pytest.approx(1.0, abs=0.05)
+
+
+def test_band_stats_mixture_weights():
+    rng = np.random.default_rng(3)
+    data_a, data_b = rng.standard_normal((4, 100)), rng.standard_normal((4, 100)) + 3
+    a, b = BandStats.of(data_a), BandStats.of(data_b)
+    only_a = BandStats.mix([(a, 1.0), (b, 0.0)])
+    np.testing.assert_allclose(only_a.mean, a.mean)
+    np.testing.assert_allclose(only_a.covariance, a.covariance, atol=1e-12)
+    # an equal mixture of two equally long sources has the statistics of both pooled together
+    both = BandStats.mix([(a, 0.5), (b, 0.5)])
+    pooled = BandStats.of(np.concatenate([data_a, data_b], axis=1))
+    np.testing.assert_allclose(both.mean, pooled.mean, atol=1e-12)
+    np.testing.assert_allclose(both.covariance, pooled.covariance, atol=1e-10)

@@ -1,0 +1,457 @@
+"""The style engine: networks, gram normalisation, optimisers, stylize, targets, mixtures, cache.
+
+Most tests use a small preset (64 filters, a pool of 2) on two-second clips so the file
+runs in well under a minute; the held-out quality test uses the real default preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gramophone import cache as cache_module
+from gramophone import metrics
+from gramophone.analysis import analyse
+from gramophone.audio import AudioError, load_audio
+from gramophone.cache import StyleCache, check_name
+from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
+from gramophone.objective import content_loss, gram, style_loss
+from gramophone.optimize import Objective, optimise
+from gramophone.presets import PRESETS, get_preset
+from gramophone.style import StyleTarget, learn_style, mix_targets
+from gramophone.stylize import stylize
+
+SMALL = dataclasses.replace(PRESETS["default"], name="small", iterations=6,
+                            network=NetworkConfig(filters=64, kernel=11, pool=2, seed=0))
+OTHER = dataclasses.replace(SMALL, name="other", network=NetworkConfig(filters=32, kernel=5, pool=2, seed=0))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Small convolutions on a shared 2-core machine run many times faster on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def clips(speech_pair) -> dict[str, tuple[np.ndarray, int]]:
+    """Two-second crops of the espeak pair at 22 050 Hz, ``(channels, samples)``."""
+    content, rate = load_audio(speech_pair[0])
+    style, style_rate = load_audio(speech_pair[1])
+    return {"content": (content[:, : 2 * rate], rate), "style": (style[:, : 2 * style_rate], style_rate)}
+
+
+@pytest.fixture(scope="module")
+def style_a(clips) -> StyleTarget:
+    return learn_style([clips["style"]], SMALL, name="A")
+
+
+@pytest.fixture(scope="module")
+def style_b(clips) -> StyleTarget:
+    return learn_style([clips["content"]], SMALL, name="B")
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+# -- networks ---------------------------------------------------------------------------
+
+
+def test_same_seed_builds_the_same_weights():
+    config = NetworkConfig(filters=16, kernel=5, layers=2, pool=3, bias=True, seed=7)
+    first, second = build_pool(40, config), build_pool(40, config)
+    assert len(first) == 3
+    for a, b in zip(first, second):
+        for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(pa, pb), name
+
+
+@pytest.mark.parametrize("init", ["ulyanov", "torch", "he"])
+def test_different_seeds_give_different_weights(init):
+    config = NetworkConfig(filters=16, kernel=5, init=init)
+    a, b = FeatureNet(40, config, seed=1), FeatureNet(40, config, seed=2)
+    assert not torch.allclose(a.body[0].weight, b.body[0].weight)
+    # and a pool's members differ from each other
+    pool = build_pool(40, dataclasses.replace(config, pool=2))
+    assert not torch.allclose(pool[0].body[0].weight, pool[1].body[0].weight)
+
+
+def test_network_shapes_and_frozen_weights():
+    config = NetworkConfig(filters=24, kernel=7, layers=2)
+    net = FeatureNet(30, config, seed=0)
+    out = net(torch.randn(2, 30, 50))
+    assert out.shape == (2, 24, 50 - config.frames_lost)
+    assert config.receptive_field == 13
+    assert all(not p.requires_grad for p in net.parameters())
+    padded = FeatureNet(30, dataclasses.replace(config, padding=True), seed=0)
+    assert padded(torch.randn(1, 30, 50)).shape[-1] == 50
+
+
+def test_get_pool_shares_one_pool_per_config():
+    config = NetworkConfig(filters=8, kernel=3, pool=2, seed=123)
+    assert get_pool(20, config) is get_pool(20, config)
+    assert get_pool(20, config) is not get_pool(21, config)
+
+
+@pytest.mark.parametrize("kwargs", [{"activation": "gelu"}, {"init": "xavier"}, {"filters": 0}, {"pool": 0}])
+def test_bad_network_config_is_rejected(kwargs):
+    with pytest.raises(ValueError):
+        NetworkConfig(**kwargs)
+
+
+# -- gram normalisation ---------------------------------------------------------------------
+
+
+def test_gram_is_length_invariant():
+    """A clip repeated twice has the same gram: G = F Fᵀ / T."""
+    features = torch.randn(1, 12, 37)
+    torch.testing.assert_close(gram(torch.cat([features, features], dim=-1)), gram(features))
+
+
+def test_learned_target_is_length_invariant(clips, style_a):
+    """The same clip given twice, or played twice in a row, gives (nearly) the same target."""
+    twice = learn_style([clips["style"], clips["style"]], SMALL)
+    torch.testing.assert_close(twice.grams, style_a.grams)
+    audio, rate = clips["style"]
+    repeated = learn_style([(np.concatenate([audio, audio], axis=1), rate)], SMALL)
+    assert relative(repeated.grams, style_a.grams) < 0.1  # only the seam frames differ
+    assert repeated.frames > 1.9 * style_a.frames
+
+
+def test_learned_target_is_stable_across_sample_rate(clips, style_a, style_b):
+    from gramophone.audio import resample
+
+    audio, rate = clips["style"]
+    at_48k = learn_style([(resample(audio, rate, 48000), 48000)], SMALL)
+    other_voice = relative(style_b.grams, style_a.grams)
+    assert relative(at_48k.grams, style_a.grams) < 0.2 * other_voice
+
+
+def test_gram_scales_with_the_square_of_the_features():
+    features = torch.randn(2, 8, 20)
+    torch.testing.assert_close(gram(3.0 * features), 9.0 * gram(features))
+
+
+def test_relative_losses_are_zero_at_the_target_and_one_when_everything_is_gone():
+    target_gram = gram(torch.randn(1, 8, 30))
+    spectrogram = torch.rand(1, 20, 30)
+    assert float(style_loss(target_gram, target_gram)) == 0.0
+    assert float(content_loss(spectrogram, spectrogram)) == 0.0
+    assert float(style_loss(torch.zeros_like(target_gram), target_gram)) == pytest.approx(1.0)
+    assert float(content_loss(torch.zeros_like(spectrogram), spectrogram)) == pytest.approx(1.0)
+
+
+def test_relative_losses_do_not_depend_on_scale():
+    now, target = gram(torch.randn(1, 8, 30)), gram(torch.randn(1, 8, 30))
+    assert float(style_loss(100.0 * now, 100.0 * target)) == pytest.approx(float(style_loss(now, target)), rel=1e-5)
+    a, b = torch.rand(1, 20, 30), torch.rand(1, 20, 30)
+    assert float(content_loss(7.0 * a, 7.0 * b)) == pytest.approx(float(content_loss(a, b)), rel=1e-5)
+
+
+def test_style_loss_averages_over_audio_channels():
+    target = gram(torch.randn(1, 8, 30))
+    now = torch.stack([target[0], 2 * target[0]])  # channel 0 exact, channel 1 off by 100 %
+    assert float(style_loss(now, target)) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_own_style_loss_of_content_starts_near_one(clips, style_a):
+    """The normalisation keeps the starting style loss a number around 1, not 1e9."""
+    spectrum = analyse(clips["content"][0], clips["content"][1], SMALL.analysis)
+    nets = get_pool(SMALL.analysis.channels, SMALL.network)
+    start = float(style_loss(gram(nets[0](torch.from_numpy(spectrum.logmag))), style_a.grams[0]))
+    assert 0.01 < start < 10
+
+
+# -- optimisers ----------------------------------------------------------------------------
+
+
+def _objective(clips, style: StyleTarget) -> tuple[Objective, torch.Tensor]:
+    spectrum = analyse(clips["content"][0][:, :22050], clips["content"][1], SMALL.analysis)
+    content = torch.from_numpy(spectrum.logmag)
+    nets = get_pool(SMALL.analysis.channels, SMALL.network)
+    return Objective.for_content(nets, style.grams, content, 1.0, 1.0), content
+
+
+def _pool_style_loss(objective: Objective, spectrogram: torch.Tensor) -> float:
+    with torch.no_grad():
+        return sum(objective.terms(i, spectrogram)[0].item() for i in range(len(objective.nets)))
+
+
+@pytest.mark.parametrize(("method", "rate"), [("adam", 0.08), ("lbfgs", 1.0)])
+def test_losses_fall(clips, style_a, method, rate):
+    objective, content = _objective(clips, style_a)
+    steps = []
+    result = optimise(content, objective, 12 if method == "adam" else 5, rate, method, callback=steps.append)
+    assert result.iterations == len(steps) > 0 and not result.interrupted
+    assert _pool_style_loss(objective, result.spectrogram) < 0.7 * _pool_style_loss(objective, content)
+    if method == "lbfgs":  # one consistent objective: the reported loss falls step by step
+        assert steps[-1].loss < steps[0].loss
+    assert steps[0].content >= 0.0 and result.spectrogram.shape == content.shape
+
+
+def test_callback_can_stop_the_run(clips, style_a):
+    objective, content = _objective(clips, style_a)
+    result = optimise(content, objective, 50, 0.08, callback=lambda step: step.iteration < 3)
+    assert result.iterations == 3 and result.interrupted
+
+
+def test_a_past_deadline_takes_no_step(clips, style_a):
+    import time
+
+    objective, content = _objective(clips, style_a)
+    result = optimise(content, objective, 50, 0.08, deadline=time.monotonic() - 1)
+    assert result.iterations == 0 and result.out_of_time
+    torch.testing.assert_close(result.spectrogram, content)
+
+
+def test_unknown_optimizer_is_rejected(clips, style_a):
+    objective, content = _objective(clips, style_a)
+    with pytest.raises(ValueError):
+        optimise(content, objective, 2, 0.1, method="sgd")
+
+
+# -- stylize ----------------------------------------------------------------------------
+
+
+def test_stylize_keeps_length_and_is_deterministic(clips, style_a):
+    audio, rate = clips["content"]
+    first = stylize(audio, rate, style_a, SMALL, seed=0)
+    second = stylize(audio, rate, style_a, SMALL, seed=0)
+    assert first.audio.shape == audio.shape and first.sample_rate == rate
+    assert first.optimisation.iterations == SMALL.iterations
+    np.testing.assert_array_equal(first.audio, second.audio)
+    assert np.abs(first.audio - audio).max() > 1e-3  # it did something
+
+
+def test_stylize_from_noise_depends_on_the_seed_only(clips, style_a):
+    audio, rate = clips["content"]
+    preset = SMALL.with_overrides(init="noise", iterations=3, phase="griffinlim", griffin_lim_iterations=4,
+                                  griffin_lim_init="random")
+    a, b = (stylize(audio, rate, style_a, preset, seed=s).audio for s in (5, 5))
+    c = stylize(audio, rate, style_a, preset, seed=6).audio
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_stylize_with_style_weight_zero_returns_the_content(clips, style_a):
+    audio, rate = clips["content"]
+    result = stylize(audio, rate, style_a, SMALL.with_overrides(style_weight=0.0, iterations=2), seed=0)
+    np.testing.assert_allclose(result.audio, audio, atol=1e-4)
+
+
+def test_stylize_rejects_a_target_of_other_settings(clips):
+    target = learn_style([clips["style"]], OTHER)
+    with pytest.raises(ValueError, match="other analysis or network settings"):
+        stylize(*clips["content"], target, SMALL)
+
+
+def test_stylize_rejects_bad_content(clips, style_a):
+    with pytest.raises(AudioError):
+        stylize(np.zeros((1, 22050), dtype=np.float32), 22050, style_a, SMALL)
+    with pytest.raises(AudioError):
+        stylize(clips["content"][0][:, :100], 22050, style_a, SMALL)
+
+
+def test_style_distance_on_rendered_audio_falls_under_held_out_evaluators(speech_pair):
+    """The real default preset on the espeak pair, judged by networks it never optimised.
+
+    Colouring alone moves the held-out measure, and so do the gram steps on their own
+    (without colouring), so neither only fools the engine's own networks.
+    """
+    preset = get_preset("default")
+    content, rate = load_audio(speech_pair[0])
+    style, style_rate = load_audio(speech_pair[1])
+    content = content[:, : 3 * rate]
+    target = learn_style([(style, style_rate)], preset)
+
+    def report(**overrides) -> metrics.QualityReport:
+        result = stylize(content, rate, target, preset.with_overrides(**overrides))
+        return metrics.measure(content[0], style[0], result.audio[0], rate, style_rate=style_rate)
+
+    coloured = report(iterations=0)
+    optimised = report(iterations=20)
+    grams_only = report(iterations=20, colour=0.0)
+    print(f"held-out gain: colour {coloured.held_out_gain:.3f}, colour + grams {optimised.held_out_gain:.3f}, "
+          f"grams {grams_only.held_out_gain:.3f}")
+    assert coloured.held_out_gain > 0.05
+    assert optimised.held_out_gain > 0.05
+    assert grams_only.held_out_gain > 0.05
+    assert optimised.mfcc_gain > 0
+    assert optimised.stoi > 0.6
+
+
+# -- targets and mixtures ----------------------------------------------------------------
+
+
+def test_target_records_what_it_depends_on(clips, style_a):
+    assert style_a.compatible_with(SMALL) and not style_a.compatible_with(OTHER)
+    assert style_a.grams.shape == (2, 64, 64)
+    assert style_a.sample_rate == clips["style"][1]
+    assert len(style_a.source_hash) == 64
+    assert style_a.key["network"]["filters"] == 64
+
+
+def test_learning_needs_a_clip():
+    with pytest.raises(AudioError):
+        learn_style([], SMALL)
+
+
+def test_mixture_with_weight_one_and_zero_is_the_first_target(style_a, style_b):
+    mixed = mix_targets([(style_a, 1.0), (style_b, 0.0)])
+    torch.testing.assert_close(mixed.grams, style_a.grams)
+    np.testing.assert_allclose(mixed.bands.mean, style_a.bands.mean)
+    np.testing.assert_allclose(mixed.bands.covariance, style_a.bands.covariance, atol=1e-9)
+    assert mixed.key == style_a.key
+
+
+def test_equal_mixture_lies_between_its_parts(style_a, style_b):
+    half = mix_targets([(style_a, 0.5), (style_b, 0.5)])
+    lo, hi = torch.minimum(style_a.grams, style_b.grams), torch.maximum(style_a.grams, style_b.grams)
+    assert torch.all(half.grams >= lo - 1e-5) and torch.all(half.grams <= hi + 1e-5)
+    apart = float((style_a.grams - style_b.grams).norm())
+    assert float((half.grams - style_a.grams).norm()) == pytest.approx(apart / 2, rel=1e-4)
+    # weights are normalised: 2 and 2 is the same mixture as 0.5 and 0.5
+    torch.testing.assert_close(mix_targets([(style_a, 2.0), (style_b, 2.0)]).grams, half.grams)
+    assert half.source_hash not in (style_a.source_hash, style_b.source_hash)
+
+
+def test_mixture_rejects_incompatible_or_bad_weights(clips, style_a, style_b):
+    other = learn_style([clips["style"]], OTHER)
+    with pytest.raises(ValueError, match="different settings"):
+        mix_targets([(style_a, 1.0), (other, 1.0)])
+    with pytest.raises(ValueError):
+        mix_targets([(style_a, 1.0), (style_b, -0.5)])
+    with pytest.raises(ValueError):
+        mix_targets([(style_a, 0.0), (style_b, 0.0)])
+    with pytest.raises(ValueError):
+        mix_targets([])
+
+
+def test_target_save_and_load_round_trip(tmp_path, style_a):
+    path = style_a.save(tmp_path / "a.npz")
+    loaded = StyleTarget.load(path)
+    assert torch.equal(loaded.grams, style_a.grams) and loaded.grams.dtype == torch.float32
+    np.testing.assert_array_equal(loaded.bands.mean, style_a.bands.mean)
+    np.testing.assert_array_equal(loaded.bands.covariance, style_a.bands.covariance)
+    assert loaded.bands.count == style_a.bands.count
+    for field in ("name", "key", "source_hash", "sample_rate", "frames"):
+        assert getattr(loaded, field) == getattr(style_a, field), field
+    assert loaded.compatible_with(SMALL)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
+
+
+@pytest.mark.parametrize("kind", ["garbage", "foreign", "empty"])
+def test_loading_something_else_is_a_value_error(tmp_path, kind):
+    path = tmp_path / "x.npz"
+    if kind == "garbage":
+        path.write_bytes(b"\x00not a zip file at all")
+    elif kind == "foreign":
+        np.savez(path, weights=np.ones(3))
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a Gramophone style target"):
+        StyleTarget.load(path)
+
+
+# -- cache -----------------------------------------------------------------------------------
+
+
+def _no_temporaries(directory: Path) -> None:
+    assert [p for p in directory.rglob(".*")] == []
+
+
+def test_second_learn_hits_the_cache(tmp_path, clips, monkeypatch):
+    cache = StyleCache(tmp_path)
+    first = cache.learn([clips["style"]], SMALL, name="one")
+    path = cache.key_path([clips["style"]], SMALL)
+    assert path.exists()
+    stamp = path.stat().st_mtime_ns
+
+    def no_learning(*args, **kwargs):
+        raise AssertionError("learn_style called although the target is cached")
+
+    monkeypatch.setattr(cache_module, "learn_style", no_learning)
+    second = cache.learn([clips["style"]], SMALL, name="two")
+    assert second.name == "two"
+    assert torch.equal(second.grams, first.grams)
+    assert path.stat().st_mtime_ns == stamp
+    _no_temporaries(tmp_path)
+
+
+def test_cache_keys_differ_by_audio_and_settings(tmp_path, clips):
+    cache = StyleCache(tmp_path)
+    style, content = [clips["style"]], [clips["content"]]
+    keys = {cache.key_path(style, SMALL), cache.key_path(content, SMALL), cache.key_path(style, OTHER)}
+    assert len(keys) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings"])
+def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_a, caplog, damage):
+    cache = StyleCache(tmp_path)
+    path = cache.key_path([clips["style"]], SMALL)
+    if damage == "truncated":
+        style_a.save(path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "garbage":
+        path.write_bytes(os.urandom(300))
+    elif damage == "foreign":
+        np.savez(path, meta=np.array('{"format": 99}'), grams=np.zeros((2, 2)))
+    else:
+        learn_style([clips["style"]], OTHER).save(path)
+    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+        target = cache.learn([clips["style"]], SMALL, name="A")
+    assert any(record.levelno == logging.WARNING and "recomputing" in record.getMessage() for record in caplog.records)
+    torch.testing.assert_close(target.grams, style_a.grams)
+    # the bad file was replaced by a good one
+    torch.testing.assert_close(StyleTarget.load(path).grams, style_a.grams)
+    _no_temporaries(tmp_path)
+
+
+def test_failed_cache_write_leaves_no_temporary(tmp_path, clips, monkeypatch):
+    cache = StyleCache(tmp_path)
+
+    def full_disk(handle, **arrays):
+        handle.write(b"partial")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr("gramophone.style.np.savez", full_disk)
+    with pytest.raises(OSError):
+        cache.learn([clips["style"]], SMALL)
+    assert list((tmp_path / "targets").iterdir()) == []
+    _no_temporaries(tmp_path)
+
+
+def test_named_styles(tmp_path, style_a, style_b):
+    cache = StyleCache(tmp_path)
+    assert cache.names() == []
+    cache.save_named(style_a)
+    cache.save_named(style_b)
+    assert cache.names() == ["A", "B"]
+    loaded = cache.load_named("A")
+    assert torch.equal(loaded.grams, style_a.grams)
+    with pytest.raises(KeyError):
+        cache.load_named("missing")
+    cache.delete_named("B")
+    assert cache.names() == ["A"]
+    _no_temporaries(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../escape", "", ".hidden", "a/b", "x" * 65])
+def test_unsafe_style_names_are_rejected(name):
+    with pytest.raises(ValueError):
+        check_name(name)
+
+
+def test_cache_folder_defaults_to_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAMOPHONE_CACHE", str(tmp_path / "here"))
+    cache = StyleCache()
+    assert cache.directory == tmp_path / "here" and (tmp_path / "here" / "targets").is_dir()
