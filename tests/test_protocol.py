@@ -222,3 +222,19 @@ def test_bad_streams_raise_framing_errors():
         LengthDecoder().feed(struct.pack(">I", 1 << 30))
     with pytest.raises(FramingError):
         SlipDecoder().feed(b"\xc0/a\xdbx\xc0")
+
+
+def test_protocol_doc_lists_every_parameter_with_its_range_and_default():
+    """docs/protocol.md is the contract: its parameter table must match params.py."""
+    from pathlib import Path
+
+    from gramophone.params import PARAMETERS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`") and cells[0].strip("`") in PARAMETERS:
+            low, high = cells[1].split(" (")[0].split(" – ")
+            rows[cells[0].strip("`")] = (float(low), float(high), float(cells[2]))
+    assert rows == {name: (s.minimum, s.maximum, s.default) for name, s in PARAMETERS.items()}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 
 from conftest import require_tool
 from gramophone.params import PARAMETERS
-from serverutil import OscClient, running_server
+from serverutil import SERVER_COMMAND, OscClient, running_server
 
 TRANSPORTS = [("udp", "slip"), ("tcp", "slip"), ("tcp", "length")]
 TRANSPORT_IDS = ["udp", "tcp-slip", "tcp-length"]
@@ -45,7 +44,8 @@ def server_root(tmp_path_factory, speech_pair) -> Path:
 def srv(server_root, speech_pair):
     with running_server(server_root, "--style", f"voice={speech_pair[1]}", "--max-sessions", "16") as server:
         yield server
-        assert "Traceback" not in server.log_text()
+        assert server.stop(signal.SIGINT) == 0  # graceful on SIGINT too
+        assert "Traceback" not in server.log_text() and server.log_text().rstrip().endswith("stopped")
 
 
 @pytest.fixture(params=TRANSPORTS, ids=TRANSPORT_IDS)
@@ -86,21 +86,25 @@ def audio_of(msg: OscMessage) -> tuple[int, np.ndarray, str]:
     return params[0], np.array(params[1:], np.float32), "floats"
 
 
-def collect_audio(client: OscClient, until: str = "/done", timeout: float = 120.0) -> dict[int, tuple[np.ndarray, str]]:
-    """Every /audio reply up to the reply ``until`` (e.g. ``/done /flush``)."""
-    out = {}
+def collect_audio(client: OscClient, done: str = "/flush", timeout: float = 120.0) -> dict[int, tuple[np.ndarray, str]]:
+    """Every /audio reply up to ``/done done``; other replies stay in the client's backlog."""
+    out, others = {}, []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msg = client.receive(deadline - time.monotonic())
-        assert msg is not None, f"timed out waiting for {until}"
-        if msg.address == "/audio":
-            seq, samples, encoding = audio_of(msg)
-            out[seq] = (samples, encoding)
-        elif msg.address == until:
-            return out
-        else:
+    try:
+        while time.monotonic() < deadline:
+            msg = client.receive(deadline - time.monotonic())
+            assert msg is not None, f"timed out waiting for /done {done}"
             assert msg.address != "/fail", str(msg)
-    raise AssertionError(f"no {until} within {timeout} s")
+            if msg.address == "/audio":
+                seq, samples, encoding = audio_of(msg)
+                out[seq] = (samples, encoding)
+            elif msg.address == "/done" and msg.params == [done]:
+                return out
+            else:
+                others.append(msg)
+    finally:
+        client.backlog.extendleft(reversed(others))
+    raise AssertionError(f"no /done {done} within {timeout} s")
 
 
 def fail_of(client: OscClient) -> list:
@@ -132,6 +136,18 @@ def test_connect_mode_content_reset_disconnect(osc):
     assert osc.request("/disconnect", reply="/done").params == ["/disconnect"]
     send_block(osc, 0, sent[0], "floats")
     assert fail_of(osc) == ["/content", "no session: send /connect first"]
+
+
+def test_blocks_sent_right_behind_connect_wait_for_it(osc):
+    """A patch that does not wait for /connected loses nothing."""
+    osc.send("/connect", 48000, 1, 128)
+    osc.send("/mode", "render")
+    for seq in range(3):
+        send_block(osc, seq, np.full(128, 0.1, np.float32), "floats")
+    osc.send("/flush")
+    got = collect_audio(osc)
+    assert sorted(got) == [0, 1, 2]
+    assert osc.expect("/connected") and osc.expect("/done").params == ["/mode", "render"]
 
 
 def test_param_set_get_clamp_and_params(osc, defaults):
@@ -294,7 +310,7 @@ def test_render_stream_equals_offline_render(srv, speech_pair, defaults):
     preset = get_preset("default")
     target = learn_style([load_audio(style)], preset, name="voice")
     offline = StreamProcessor(params, style=target, preset=preset).process(audio, sr, block_size=block)
-    np.testing.assert_allclose(streamed, offline[0], atol=1e-5)
+    np.testing.assert_allclose(streamed, offline[0], rtol=0, atol=1e-4)  # float32 BLAS may differ in the last bits
     assert np.abs(streamed - audio[0]).max() > 1e-3  # the effect did something
 
 
@@ -330,9 +346,14 @@ def test_live_stream_in_real_time_gets_every_block_back(srv, tone_file):
         status = osc.request("/status", reply="/status/reply").params
         osc.send("/disconnect")
     assert set(range(len(blocks))) <= set(arrivals)
-    lateness = [arrivals[seq] - sent_at[seq] - latency / sr for seq in range(len(blocks))]
-    print(f"latency {1000 * latency / sr:.0f} ms; worst extra delay {1000 * max(lateness):.0f} ms; status {status}")
-    assert max(lateness) < 1.0  # generous: two shared cores; the design target is ~0
+    lateness = np.array([arrivals[seq] - sent_at[seq] - latency / sr for seq in range(len(blocks))])
+    print(f"latency {1000 * latency / sr:.0f} ms; extra delay median {1000 * np.median(lateness):.0f} ms, "
+          f"worst {1000 * lateness.max():.0f} ms; status {status}")
+    # Robust to a loaded machine (a slow chunk delays a few blocks): typical blocks are on time,
+    # and the delay does not grow over the stream (late blocks go back dry instead).
+    third = len(lateness) // 3
+    assert np.median(lateness) < 0.25
+    assert np.median(lateness[-third:]) < np.median(lateness[:third]) + 0.25
 
 
 def test_several_sessions_at_once(srv):
@@ -447,6 +468,15 @@ def test_config_file_limits_sessions_and_recordings(limited):
                                                        reply="/fail").params[1]
         assert "silent" in first.request("/style/record/stop", reply="/fail").params[1]
         first.request("/disconnect", reply="/done")
+
+
+@pytest.mark.parametrize("text,reason", [("colour = 3\n", "unknown key 'colour'"), ("port = 'x'\n", "port must be int"),
+                                         ("port = \n", "not valid TOML")])
+def test_bad_config_file_exits_with_one_line(tmp_path, text, reason):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    done = subprocess.run([*SERVER_COMMAND, "--config", str(config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and reason in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
 def test_idle_sessions_expire(limited):

@@ -96,34 +96,48 @@ def colour_delta(
 
 
 class RunningColour:
-    """Colouring against running content statistics, chunk by chunk, as the live path does.
+    """Colouring against running content statistics, chunk by chunk, offline and live.
 
-    The content's band mean and covariance are an exponentially decayed average over the
-    past (time constant ``window_seconds``), updated with every chunk before it is
-    coloured. Offline uses the same, causally: matching these local statistics moves the
-    held-out measures much more than one transform for the whole clip, and more than
-    centred windows do (docs/quality.md).
+    The content's band mean and covariance are a decayed average over the past (time
+    constant set by ``decay`` per chunk), bias-corrected so the opening chunks weigh
+    equally instead of the first (often silent) one lingering. Three things, each
+    measured on held-out nets (docs/quality.md), keep it stable:
+
+    - the transform is interpolated frame by frame from the previous chunk's to this
+      chunk's, because a gain that jumps every chunk is a temporal pattern of its own;
+    - its strength ramps in over the first ``warmup_frames`` frames, while the
+      statistics are still too thin to trust;
+    - the content covariance has a floor relative to the style's (``colour_transform``).
     """
 
-    def __init__(self, basis: BandBasis, decay: float) -> None:
+    def __init__(self, basis: BandBasis, decay: float, warmup_frames: int) -> None:
         self.basis = basis
         self.decay = decay
-        self.stats: BandStats | None = None
-        self.weight = 0.0  # decayed number of chunks folded in: the bias correction
+        self.warmup_frames = max(warmup_frames, 1)
+        self.reset()
 
     def reset(self) -> None:
-        self.stats = None
-        self.weight = 0.0
+        self.stats: BandStats | None = None
+        self.weight = 0.0  # decayed number of chunks folded in: the bias correction
+        self.frames = 0
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None
 
     def delta(self, logmag: np.ndarray, style: BandStats, strength: float) -> np.ndarray:
         """Fold ``(..., channels, frames)`` into the statistics; return its change toward ``style``."""
-        chunk = BandStats.of(self.basis.to_bands @ logmag)
-        # An average that is exponential in the long run but weighs the first chunks
-        # equally, so the opening (often silence) does not linger (Adam's bias correction).
-        previous = self.weight * self.decay
-        self.weight = previous + 1.0
-        share = 1.0 / self.weight
-        self.stats = chunk if self.stats is None else BandStats.mix([(self.stats, 1 - share), (chunk, share)])
-        if strength <= 0:
-            return np.zeros_like(logmag)
-        return colour_delta(logmag, self.basis, colour_transform(self.stats, style), strength)
+        bands = self.basis.to_bands @ logmag
+        chunk = BandStats.of(bands)
+        self.weight = self.weight * self.decay + 1.0
+        self.stats = chunk if self.stats is None else BandStats.mix([(self.stats, 1 - 1 / self.weight), (chunk, 1 / self.weight)])
+        count = logmag.shape[-1]
+        self.frames += count
+        matrix, offset = colour_transform(self.stats, style)
+        trust = strength * min(1.0, self.frames / self.warmup_frames)
+        matrix = trust * matrix + (1 - trust) * np.eye(len(matrix), dtype=np.float32)
+        offset = trust * offset
+        previous = self.previous or (matrix, offset)
+        self.previous = (matrix, offset)
+        share = (np.arange(1, count + 1, dtype=np.float32) / count)  # 0 → 1 across the chunk's frames
+        now = np.einsum("ij,...jt->...it", matrix, bands) + offset[:, None]
+        before = np.einsum("ij,...jt->...it", previous[0], bands) + previous[1][:, None]
+        target = share * now + (1 - share) * before
+        return (self.basis.to_channels @ (target - bands)).astype(np.float32)

@@ -148,7 +148,7 @@ def optimise(
                         styles += style_part / pool
                         contents += content_part / pool
                     total.backward()
-                    record.update(loss=float(total), style=styles, content=contents)
+                    record.update(loss=float(total.detach()), style=styles, content=contents)
                     return total
 
                 optimiser.step(closure)

@@ -35,12 +35,12 @@ PARAMETERS: dict[str, ParamSpec] = {
     spec.name: spec
     for spec in (
         ParamSpec("style_weight", 0.0, 100.0, 1.0, "", "how hard the optimiser pulls toward the style's gram statistics; 0 turns the effect off"),
-        ParamSpec("content_weight", 0.0, 100.0, 1.0, "", "how hard it holds on to the content's features; larger keeps more of the original"),
+        ParamSpec("content_weight", 0.0, 100.0, 0.3, "", "how hard it holds on to the content's spectrogram; larger keeps more of the original"),
         ParamSpec("wet", 0.0, 1.0, 1.0, "", "wet/dry mix, smoothed per sample"),
         ParamSpec("gain_db", -60.0, 24.0, 0.0, "dB", "output gain, smoothed per sample"),
         ParamSpec("bypass", 0.0, 1.0, 0.0, "", "1 passes the input through (latency kept, crossfaded)", integer=True),
         ParamSpec("iterations", 0.0, 200.0, 16.0, "", "optimiser steps per chunk: the most in live mode, exactly this many in render mode", integer=True),
-        ParamSpec("budget", 0.05, 0.9, 0.5, "", "share of a chunk's duration the optimiser may spend on it in live mode (part of the latency)"),
+        ParamSpec("budget", 0.05, 0.9, 0.5, "", "share of a chunk's duration the optimiser may spend on it in live mode; part of the latency, so a stream keeps the value it was prepared with as a ceiling"),
         ParamSpec("learning_rate", 0.001, 1.0, 0.08, "", "Adam step size, in log-magnitude units"),
         ParamSpec("colour", 0.0, 1.0, 1.0, "", "strength of the closed-form spectral colouring toward the style before the gram steps"),
     )

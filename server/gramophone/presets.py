@@ -38,7 +38,8 @@ class Preset:
     init: str = "content"
     colour: float = 0.0  # strength of the closed-form colouring step, 0 to 1
     colour_bands: int = 40
-    colour_window_seconds: float = 8.0  # live: time constant of the running content statistics it colours from
+    colour_window_seconds: float = 8.0  # time constant of the running content statistics it colours from
+    colour_warmup_seconds: float = 2.0  # the colouring ramps in over this much audio, while statistics are thin
     phase: str = "content"
     griffin_lim_iterations: int = 32
     griffin_lim_init: str = "content"
@@ -81,8 +82,8 @@ PRESETS: dict[str, Preset] = {
         analysis=AnalysisConfig(window_ms=1024 / 22050 * 1000, overlap=4, max_freq_hz=11025.0),
         network=NetworkConfig(filters=512, kernel=11, pool=8, seed=0),
         style_weight=1.0,
-        content_weight=1.0,
-        iterations=100,
+        content_weight=0.3,
+        iterations=40,
         learning_rate=0.08,
         colour=1.0,
     ),

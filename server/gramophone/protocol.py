@@ -186,6 +186,9 @@ def parse_message(dgram: bytes) -> Message:
 
 
 def _first_line(error: Exception) -> str:
+    """The innermost reason: python-osc wraps its ParseError in another as ``(text, cause)``."""
+    while len(error.args) > 1 and isinstance(error.args[-1], Exception):
+        error = error.args[-1]
     return (str(error).splitlines() or [type(error).__name__])[0][:120]
 
 

@@ -73,8 +73,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     merged = dict(DEFAULTS)
     if getattr(args, "config", None):
         merged.update(read_config(Path(args.config)))
-    given = {key.removeprefix("serve_"): value for key, value in vars(args).items() if value is not None}
-    merged.update({key: value for key, value in given.items() if key in DEFAULTS})
+    given = {key: value for key, value in vars(args).items() if value is not None and key != "log_level"}
+    given["log_level"] = given.pop("serve_log_level", None)
+    merged.update({key: value for key, value in given.items() if key in DEFAULTS and value is not None})
     if merged["log_level"] not in LOG_LEVELS:
         raise ConfigError(f"log-level must be one of {', '.join(LOG_LEVELS)}")
     return merged
@@ -171,6 +172,10 @@ def build_server(opts: dict[str, Any]):
     config = ServerConfig(host=opts["host"], port=opts["port"], max_sessions=opts["max_sessions"],
                           idle_timeout=opts["idle_timeout"], allow=allow)
     log.info("styles folder %s; %d styles known", styles_dir, len(library.names()))
+    # Each worker runs its own chunks: give each a share of the cores rather than letting
+    # every worker's torch spin up a thread per core (oversubscription is 10–20× slower).
+    import torch
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // config.workers))
     return Server(config, Parameters(), library, lambda params, style: StreamProcessor(params, style=style, preset=preset))
 
 

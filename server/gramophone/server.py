@@ -74,8 +74,9 @@ class Session:
         self.processor = processor
         self.sample_rate, self.channels, self.block_size = sample_rate, channels, block_size
         self.encodings: OrderedDict[int, str] = OrderedDict()
-        self.dropped = 0  # blocks sent back dry because the session fell behind
+        self.dropped = 0  # blocks sent back dry because the session fell behind (for the log)
         self.behind = False
+        self.latency_seconds = processor.latency_samples / sample_rate
         blocks_in_latency = math.ceil(processor.latency_samples / block_size)
         self.live_queue = max(4, blocks_in_latency + 2)  # a block waiting longer cannot be on time
 
@@ -97,6 +98,7 @@ class Peer:
         self.last_seen = time.monotonic()
         self.lane: deque[tuple[str, Callable[[], None], bool]] = deque()
         self.content_queued = 0
+        self.connecting = 0  # /connect messages queued, not yet handled
         self.scheduled = False
         self.cond = threading.Condition()
         self.fail_window = 0.0
@@ -128,7 +130,7 @@ class Server:
             "/version": self._version, "/notify": self._notify,
         }
         self._queued: dict[str, Callable[[Peer, Command], None]] = {
-            "/connect": self._connect, "/disconnect": self._disconnect, "/mode": self._mode, "/reset": self._reset,
+            "/disconnect": self._disconnect, "/mode": self._mode, "/reset": self._reset,
             "/flush": self._flush, "/sync": self._sync, "/style/load": self._style_load,
             "/style/record/start": self._record_start, "/style/audio": self._record_audio,
             "/style/record/stop": self._record_stop, "/style/select": self._style_select, "/style/mix": self._style_mix,
@@ -236,22 +238,29 @@ class Server:
                 self._content(peer, item, arrival)
             elif item.address.startswith(PARAM_PREFIX):
                 self._param(peer, item)
-            elif item.address == "/connect" and len(item.values) == 4 and not self._route_replies(peer, item.values[3]):
-                continue
+            elif item.address == "/connect":
+                self._connect_received(peer, item)
             elif item.address in self._immediate:
                 self._guard(peer, item.address, lambda: self._immediate[item.address](peer, item))
             else:
                 handler = self._queued[item.address]
                 self._enqueue(peer, item.address, lambda handler=handler, item=item: handler(peer, item))
 
-    def _route_replies(self, peer: Peer, reply_port: int) -> bool:
-        """``/connect``'s reply_port takes effect on receipt: its own reply (or /fail) goes there too."""
-        if not 1 <= reply_port <= 65535:
-            self._fail(peer, "/connect", f"reply_port must be within 1–65535, got {reply_port}")
-            return False
-        if peer.conn is None:  # over TCP replies always travel on the connection
-            peer.reply_addr = (peer.addr[0], reply_port, *peer.addr[2:])
-        return True
+    def _connect_received(self, peer: Peer, cmd: Command) -> None:
+        """reply_port takes effect on receipt, so the /connect's own reply (or /fail) goes there too.
+
+        The session itself is made on a worker; ``peer.connecting`` lets blocks sent right
+        behind the /connect wait for it in the sender's lane instead of failing.
+        """
+        if len(cmd.values) == 4:
+            reply_port = cmd.values[3]
+            if not 1 <= reply_port <= 65535:
+                return self._fail(peer, "/connect", f"reply_port must be within 1–65535, got {reply_port}")
+            if peer.conn is None:  # over TCP replies always travel on the connection
+                peer.reply_addr = (peer.addr[0], reply_port, *peer.addr[2:])
+        peer.connecting += 1
+        if not self._enqueue(peer, "/connect", lambda: self._connect(peer, cmd)):
+            peer.connecting -= 1
 
     # -- sending ------------------------------------------------------------------------
 
@@ -327,6 +336,9 @@ class Server:
     def _content(self, peer: Peer, cmd: Command, arrival: float) -> None:
         session = peer.session
         seq, samples = cmd.values
+        if session is None and peer.connecting:
+            self._enqueue(peer, "/content", lambda: self._push(peer, None, seq, samples, cmd.encoding, arrival), content=True)
+            return
         if session is None:
             return self._fail(peer, "/content", "no session: send /connect first")
         expected = session.block_size * session.channels
@@ -340,23 +352,31 @@ class Server:
                     peer.cond.wait(0.25)
             full = peer.content_queued >= limit
         if full and live:
-            session.dropped += 1
-            if not session.behind:
-                session.behind = True
-                log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
-            return self._send(peer, encode_audio("/audio", seq, samples, cmd.encoding))
+            return self._send_dry(peer, session, seq, samples, cmd.encoding)
         if full:
             return self._fail(peer, "/content", f"render queue full ({limit} blocks): wait for /audio replies before sending more")
+        self._enqueue(peer, "/content", lambda: self._push(peer, session, seq, samples, cmd.encoding, arrival), content=True)
+
+    def _push(self, peer: Peer, session: Session | None, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> None:
+        if session is None:  # sent right behind its /connect: the session exists by now, or never will
+            session = self._need_session(peer, "/content")
+        elif peer.session is not session:
+            return  # reconnected or disconnected since this block arrived
+        if session.processor.mode == "live" and time.monotonic() - arrival > session.latency_seconds:
+            return self._send_dry(peer, session, seq, samples, encoding)  # already too late to be processed
         if session.behind:
             session.behind = False
             log.info("session %d caught up (%d blocks went back dry so far)", session.id, session.dropped)
-        self._enqueue(peer, "/content", lambda: self._push(peer, session, seq, samples, cmd.encoding, arrival), content=True)
-
-    def _push(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> None:
-        if peer.session is not session:
-            return  # reconnected or disconnected since this block arrived
         session.encodings[seq] = encoding
         self._send_blocks(peer, session, session.processor.push(seq, samples, arrival))
+
+    def _send_dry(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, encoding: str) -> None:
+        """A live block that cannot be on time goes straight back unprocessed; the stream sees a gap."""
+        session.dropped += 1
+        if not session.behind:
+            session.behind = True
+            log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
+        self._send(peer, encode_audio("/audio", seq, samples, encoding))
 
     def _send_blocks(self, peer: Peer, session: Session, blocks: list[tuple[int, np.ndarray]]) -> None:
         for seq, block in blocks:
@@ -407,35 +427,40 @@ class Server:
         if peer.session is not None:
             sessions = [peer.session]
         stats = [(s, s.processor.stats()) for s in sessions]
-        mean = lambda values: float(np.mean(values)) if values else 0.0  # noqa: E731
         self._reply(
             peer, "/status/reply", count,
-            mean([st.rtf_avg for _, st in stats]),
+            _mean([st.rtf_avg for _, st in stats]),
             max([float(st.rtf_peak) for _, st in stats], default=0.0),
-            mean([st.iterations_avg for _, st in stats]),
+            _mean([st.iterations_avg for _, st in stats]),
             max([1000.0 * s.processor.latency_samples / s.sample_rate for s, _ in stats], default=0.0),
             sum(int(st.late_chunks) for _, st in stats),
-            sum(int(st.lost_blocks) + s.dropped for s, st in stats),
+            sum(int(st.lost_blocks) for _, st in stats),  # blocks sent back dry show up as gaps here
             sum(int(st.queued_blocks) for _, st in stats),
         )
 
     # -- queued handlers (run on workers, in each sender's order) ----------------------
 
     def _connect(self, peer: Peer, cmd: Command) -> None:
+        try:
+            self._make_session(peer, cmd)
+        finally:
+            peer.connecting -= 1
+
+    def _make_session(self, peer: Peer, cmd: Command) -> None:
         sample_rate, channels, block_size, *rest = cmd.values
         if peer.conn is None and block_size * channels > max_udp_samples():
             raise ProtocolError("/connect", f"block_size × channels = {block_size * channels} does not fit a UDP datagram "
                                 f"as a float list (at most {max_udp_samples()}); use smaller blocks or TCP")
-        with self._lock:
-            sessions = sum(1 for p in self._peers.values() if p.session and p is not peer)
-        if sessions >= self.config.max_sessions:
-            raise ProtocolError("/connect", f"server full: {sessions} sessions (--max-sessions {self.config.max_sessions})")
         processor = self._factory(self.params, self.library.active)
         processor.prepare(sample_rate, channels, block_size)
         session = Session(next(self._session_ids), processor, sample_rate, channels, block_size)
-        if peer.session is not None:
-            log.info("session %d replaced by a new /connect", peer.session.id)
-        peer.session = session
+        with self._lock:  # count and claim together, so two connects cannot both take the last place
+            others = sum(1 for p in self._peers.values() if p.session and p is not peer)
+            if others >= self.config.max_sessions:
+                raise ProtocolError("/connect", f"server full: {others} sessions (--max-sessions {self.config.max_sessions})")
+            replaced, peer.session = peer.session, session
+        if replaced is not None:
+            log.info("session %d replaced by a new /connect", replaced.id)
         log.info("session %d connected: %s, %d Hz, %d ch, blocks of %d, latency %d samples%s", session.id, peer.label,
                  sample_rate, channels, block_size, processor.latency_samples,
                  f", replies to port {peer.reply_addr[1]}" if rest and peer.conn is None else "")
@@ -549,3 +574,7 @@ class Server:
             for peer in idle:
                 if peer.session is not None:
                     self._drop_session(peer, f"expired after {self.config.idle_timeout:g} s idle")
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0

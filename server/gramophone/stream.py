@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
-from .colour import BandBasis, RunningColour
 from .network import get_pool
 from .objective import content_loss, style_loss
 from .params import Parameters
 from .presets import Preset, get_preset
 from .style import StyleTarget, mix_targets
+from .stylize import running_colour
 
 MODES = ("live", "render")
 MIN_BLOCK, MAX_BLOCK = 32, 8192
@@ -153,16 +153,22 @@ class StreamProcessor:
         self.overlap_gain = float(np.sum(self.window**2) / self.hop)  # Σ w² over the frames covering a sample
         self.scale = magnitude_scale(analysis, sample_rate)
         self.nets = get_pool(analysis.channels, self.preset.network)
-        self.basis = BandBasis.build(analysis.channels, analysis.max_freq_hz, self.preset.colour_bands)
         self.context_frames = self.preset.network.receptive_field - 1
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
         self.decay = math.exp(-chunk_seconds / self.config.history_seconds)
-        self.colour_decay = math.exp(-chunk_seconds / self.preset.colour_window_seconds)
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
-        self.latency_samples = self._latency(self.params.get("budget"))
+        self.prepared_budget = self.params.get("budget")
+        self.latency_samples = self._latency(self.prepared_budget)
         self._prepared = True
         self._clear_counters()
+        self._warm_up()
         self.reset()
+
+    def _warm_up(self) -> None:
+        """One step on a silent chunk, so the first real chunk does not pay torch's kernel set-up."""
+        frames = self.context_frames + self.config.chunk_frames
+        silent = torch.zeros(self.channels, self.preset.analysis.channels, frames, requires_grad=True)
+        self.nets[0](silent).pow(2).sum().backward()
 
     def reset(self) -> None:
         """Forget all audio and running statistics (between songs); format, style and counters stay."""
@@ -183,7 +189,7 @@ class StreamProcessor:
             self._context = torch.zeros(channels, self.preset.analysis.channels, self.context_frames)
             self._gram_sums = torch.zeros(pool, channels, filters, filters)
             self._gram_count = 0.0
-            self._colour = RunningColour(self.basis, self.colour_decay)
+            self._colour = running_colour(self.preset, self.config.chunk_frames)
             self._chunk_arrival = 0.0
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
@@ -305,7 +311,9 @@ class StreamProcessor:
         completed = (self._received - self.hop) // self.hop + 1 - self._next_frame  # frames whose last sample is in
         chunks = max(completed, 0) // chunk
         for index in range(chunks):
-            deadline = arrival + self.params.get("budget") * (index + 1) * chunk * self.hop / self.sample_rate
+            # A budget raised after prepare() cannot stretch the latency already reported.
+            budget = min(self.params.get("budget"), self.prepared_budget)
+            deadline = arrival + budget * (index + 1) * chunk * self.hop / self.sample_rate
             self._process_chunk(deadline)
 
     def _frames(self, first: int, count: int) -> np.ndarray:
@@ -336,8 +344,9 @@ class StreamProcessor:
         strength = values["colour"] * min(values["style_weight"], 1.0)
         anchor = logmag + self._colour.delta(logmag, style.bands, strength)
         result, steps, latest = self._optimise(torch.from_numpy(anchor), style, values, deadline)
-        live_late = self.mode == "live" and steps == 0 and values["style_weight"] > 0 and values["iterations"] > 0
-        if not live_late:
+        planned = values["style_weight"] > 0 and values["iterations"] > 0
+        live_late = self.mode == "live" and planned and steps == 0
+        if planned and not live_late:  # running grams only serve gram steps; a late chunk must stay cheap
             self._update_statistics(result, latest)
         self._context = torch.cat([self._context, result], dim=-1)[..., -self.context_frames:] \
             if self.context_frames else self._context

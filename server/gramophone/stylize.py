@@ -6,6 +6,7 @@ analyse → colour (closed form) → optimise (gram steps) → resynthesise.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 
@@ -14,11 +15,13 @@ import torch
 
 from .analysis import analyse, synthesise
 from .audio import resample, validate_audio
-from .colour import BandBasis, BandStats, colour_delta, colour_transform
+from .colour import BandBasis, RunningColour
 from .network import get_pool
 from .optimize import Callback, Objective, Result, optimise
 from .presets import Preset
 from .style import StyleTarget
+
+COLOUR_CHUNK_FRAMES = 8  # offline colouring steps through the clip like a live stream's default chunk
 
 
 @dataclass
@@ -36,18 +39,28 @@ class StylizeResult:
 
 
 def colour_toward(logmag: np.ndarray, style: StyleTarget, preset: Preset, strength: float) -> np.ndarray:
-    """The closed-form first step: the whole clip's band statistics mapped onto the style's.
+    """The closed-form first step, chunk by chunk against running content statistics.
 
-    Offline sees the whole clip, and one transform from its statistics measured better on
-    held-out measures than running or windowed statistics (docs/quality.md); live has to
-    use running ones (``RunningColour``).
+    The same ``RunningColour`` as the live path, so offline and live colour alike; it
+    measured better on held-out nets than one transform from the whole clip (docs/quality.md).
     """
     if strength <= 0:
         return logmag
+    colour = running_colour(preset)
+    coloured = logmag.copy()
+    for start in range(0, logmag.shape[-1], COLOUR_CHUNK_FRAMES):
+        part = logmag[..., start:start + COLOUR_CHUNK_FRAMES]
+        coloured[..., start:start + COLOUR_CHUNK_FRAMES] += colour.delta(part, style.bands, strength)
+    return coloured
+
+
+def running_colour(preset: Preset, chunk_frames: int = 8) -> RunningColour:
+    """The preset's running colouring for chunks of ``chunk_frames`` frames."""
     config = preset.analysis
     basis = BandBasis.build(config.channels, config.max_freq_hz, preset.colour_bands)
-    content = BandStats.of(basis.to_bands @ logmag)
-    return logmag + colour_delta(logmag, basis, colour_transform(content, style.bands), strength)
+    chunk_seconds = chunk_frames * config.hop_ms / 1000
+    return RunningColour(basis, math.exp(-chunk_seconds / preset.colour_window_seconds),
+                         warmup_frames=round(preset.colour_warmup_seconds * 1000 / config.hop_ms))
 
 
 def stylize(
@@ -84,7 +97,9 @@ def stylize(
         start = (torch.randn(anchor_tensor.shape, generator=generator) * 1e-3).to(device)
     else:
         start = anchor_tensor
-    result = optimise(start, objective, preset.iterations, preset.learning_rate, preset.optimizer, callback)
+    # From the content with no style pull, every step would leave it where it is.
+    iterations = 0 if preset.style_weight == 0 and preset.init == "content" else preset.iterations
+    result = optimise(start, objective, iterations, preset.learning_rate, preset.optimizer, callback)
     seconds = time.monotonic() - began
     output_logmag = result.spectrogram.cpu().numpy()
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,

@@ -84,7 +84,10 @@ class UdpTransport:
             except OSError as error:  # e.g. ICMP port unreachable from an earlier reply
                 log.debug("udp receive: %s", error)
                 continue
-            self._on_packet(addr, data, time.monotonic())
+            try:
+                self._on_packet(addr, data, time.monotonic())
+            except Exception as error:  # a bug must never leave the server deaf
+                _internal_error(addr, error)
 
     def send(self, addr: Address, data: bytes) -> None:
         try:
@@ -223,7 +226,10 @@ class TcpListener:
                     self._on_error(conn, str(error))
                     break
                 for packet in packets:
-                    self._on_packet(conn, packet, arrival)
+                    try:
+                        self._on_packet(conn, packet, arrival)
+                    except Exception as error:  # a bug must never leave the connection deaf
+                        _internal_error(conn.addr, error)
         finally:
             if not self._stop.is_set():  # at shutdown the server finishes connections itself
                 with self._lock:
@@ -242,3 +248,7 @@ class TcpListener:
                     conn.sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
+
+
+def _internal_error(addr: Address, error: Exception) -> None:
+    log.error("internal error on a packet from %s: %r", addr, error, exc_info=log.isEnabledFor(logging.DEBUG))
