@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -179,6 +180,17 @@ def measure(pair: Pair, render: Render, preset: Preset | None = None) -> metrics
     nets, features = own_networks(preset) if preset is not None else (None, None)
     return metrics.measure(content, style, render.audio, rate, output_rate=render.sample_rate, speech=pair.speech,
                            own_nets=nets, own_features=features)
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: torch's intra-op threads. On a shared machine, 1 thread can beat 2 by far:
+    an OpenMP barrier stalls whenever a neighbour holds the other core."""
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+
+
+def apply_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:

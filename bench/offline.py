@@ -24,7 +24,8 @@ import soundfile as sf
 
 from gramophone.presets import PRESETS, get_preset
 
-from .common import OUT, Column, matmul_peak_gflops, measure, optimiser_flops, render_offline, style_target, table
+from .common import (OUT, Column, add_threads_option, apply_threads, matmul_peak_gflops, measure, optimiser_flops,
+                     render_offline, style_target, table)
 from .pairs import PAIR_NAMES, make_pair
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,6 +56,7 @@ def max_rss_mb() -> float:
 
 def worker(job: dict) -> dict:
     """One preset on one pair, in a fresh process: time, FLOPs, memory, measures."""
+    apply_threads(job["threads"])
     pair = make_pair(job["pair"], job["seconds"])
     preset = get_preset(job["preset"]).with_overrides(iterations=job["iterations"])
     style_target(pair, preset)  # learning the style is not part of the optimiser's time
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, help="override every preset's iteration count")
     parser.add_argument("--quick", action="store_true", help="the default preset on one 5 s speech pair")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table for the README")
+    add_threads_option(parser)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -105,12 +108,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.presets, args.pairs, args.seconds = ["default"], ["male-female"], 5.0
+    apply_threads(args.threads)
     peak = matmul_peak_gflops()
     print(f"sgemm peak at the start: {peak:.0f} GFLOP/s", flush=True)
     rows = []
     for preset in args.presets:
         for pair in args.pairs:
-            row = run_job({"preset": preset, "pair": pair, "seconds": args.seconds, "iterations": args.iterations})
+            row = run_job({"preset": preset, "pair": pair, "seconds": args.seconds, "iterations": args.iterations,
+                           "threads": args.threads})
             row["peak_share"] = row["gflops"] / peak if row["gflops"] else None
             rows.append(row)
             print(f"{row['preset']} on {row['pair']}: {row['seconds']:.1f} s, held-out gain {row['held_out_gain']:.2f}",

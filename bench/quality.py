@@ -26,7 +26,8 @@ import soundfile as sf
 from gramophone import metrics
 from gramophone.presets import PRESETS, get_preset
 
-from .common import Column, Render, chunk_for_latency, measure, render_offline, render_stream, table
+from .common import (Column, Render, add_threads_option, apply_threads, chunk_for_latency, measure, render_offline,
+                     render_stream, table)
 from .pairs import PAIR_NAMES, Pair, make_pairs
 
 
@@ -260,7 +261,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair, 5 s")
     parser.add_argument("--html", type=Path, help="write the listening report here")
     parser.add_argument("--markdown", action="store_true")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     if args.quick:
         args.pairs, args.seconds = ["male-female", "pluck-organ"], 5.0
     paths = [*PATHS[:2], *(PathSpec(f"offline {name}", "offline", name) for name in args.presets), *PATHS[2:]]

@@ -20,7 +20,7 @@ import numpy as np
 
 from gramophone.presets import get_preset
 
-from .common import Column, measure, render_offline, render_stream, table
+from .common import Column, add_threads_option, apply_threads, measure, render_offline, render_stream, table
 from .pairs import PAIR_NAMES, SPEECH_PAIRS, make_pairs
 
 COLUMNS = [
@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--realtime", action="store_true", help="pace blocks with real sleeps")
     parser.add_argument("--quick", action="store_true", help="48 kHz, chunks 8 and 16, one 5 s pair")
     parser.add_argument("--markdown", action="store_true")
+    add_threads_option(parser)
     args = parser.parse_args(argv)
+    apply_threads(args.threads)
     if args.quick:
         args.rates, args.chunks, args.pairs, args.seconds = [48000], [8, 16], ["male-female"], 5.0
     preset = get_preset(args.preset)

@@ -81,7 +81,7 @@ def test_default_offline_preset_keeps_a_floor_of_held_out_gain(espeak_clips):
 @pytest.mark.slow
 def test_default_live_settings_keep_a_floor_of_held_out_gain(espeak_clips):
     content, style, rate = espeak_clips
-    content = content[: 3 * rate]  # render mode runs every step of every chunk: keep it short
+    content = content[: 6 * rate]  # past the colouring's 2 s ramp-in; render mode runs every step, so no longer
     preset = get_preset("default")
     processor = StreamProcessor(Parameters(), learn_style([(style[None], rate)], preset), preset, mode="render")
     live = processor.process(resample(content[None], rate, 48000), 48000, block_size=512)

@@ -1480,7 +1480,7 @@
 							"parameter_type": 0,
 							"parameter_initial_enable": 1,
 							"parameter_initial": [
-								1.0
+								0.3
 							],
 							"parameter_unitstyle": 1
 						}
