@@ -258,14 +258,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="reference presets to run offline as well (slow)")
     parser.add_argument("--iterations", type=int, help="override offline iterations and live steps per chunk")
     parser.add_argument("--realtime", action="store_true", help="pace live blocks with real sleeps")
-    parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair, 5 s")
+    parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair")
     parser.add_argument("--html", type=Path, help="write the listening report here")
     parser.add_argument("--markdown", action="store_true")
     add_threads_option(parser)
     args = parser.parse_args(argv)
     apply_threads(args.threads)
     if args.quick:
-        args.pairs, args.seconds = ["male-female", "pluck-organ"], 5.0
+        args.pairs = ["male-female", "pluck-organ"]
     paths = [*PATHS[:2], *(PathSpec(f"offline {name}", "offline", name) for name in args.presets), *PATHS[2:]]
     outcomes = run(make_pairs(args.pairs, args.seconds), paths, args.iterations, args.realtime)
     print(table([outcome.row() for outcome in outcomes], PAIR_COLUMNS, args.markdown))

@@ -128,7 +128,7 @@ def run_stylize(args: argparse.Namespace) -> int:
         from .plot import plot_result
         plot_result(args.plot, result, style_clips, preset, losses)
     if args.report:
-        print_report(content, result, style_clips, preset)
+        print_report(content, sample_rate, result, style_clips)
     return 0
 
 
@@ -137,15 +137,15 @@ def check_output_folder(path: Path) -> None:
         raise ValueError(f"{path}: the folder {path.parent} does not exist; create it first")
 
 
-def print_report(content: np.ndarray, result, style_clips: list[tuple[np.ndarray, int]], preset: Preset) -> None:
+def print_report(content: np.ndarray, content_rate: int, result, style_clips: list[tuple[np.ndarray, int]]) -> None:
     """Quality measures of the dry content and the wet output against the style, on rendered audio."""
     from .metrics import measure
     if not style_clips:
         print("report: needs the style's audio (give style files, not learned names)", file=sys.stderr)
         return
     style, style_rate = style_clips[0]
-    report = measure(content.mean(axis=0), style.mean(axis=0), result.audio.mean(axis=0), result.sample_rate,
-                     style_rate=style_rate)
+    report = measure(content.mean(axis=0), style.mean(axis=0), result.audio.mean(axis=0), content_rate,
+                     style_rate=style_rate, output_rate=result.sample_rate)
     print(f"{'measure':<26}{'dry':>10}{'wet':>10}{'gain':>10}")
     print(f"{'held-out gram distance':<26}{report.held_out_dry:>10.4f}{report.held_out_wet:>10.4f}"
           f"{report.held_out_gain:>10.3f}")

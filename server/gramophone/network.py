@@ -84,8 +84,9 @@ class FeatureNet(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         for index in range(config.layers):
-            conv = nn.Conv1d(channels, config.filters, config.kernel, bias=config.bias,
-                             padding=config.kernel // 2 if config.padding else 0)
+            # skip_init: torch's own initialisation would be drawn and then overwritten.
+            conv = torch.nn.utils.skip_init(nn.Conv1d, channels, config.filters, config.kernel, bias=config.bias,
+                                            padding=config.kernel // 2 if config.padding else 0)
             weight, bias = _weights(rng, config.init, config.filters, channels, config.kernel)
             with torch.no_grad():
                 conv.weight.copy_(torch.from_numpy(weight))

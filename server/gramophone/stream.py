@@ -161,14 +161,28 @@ class StreamProcessor:
         self.latency_samples = self._latency(self.prepared_budget)
         self._prepared = True
         self._clear_counters()
+        self.reset()
         self._warm_up()
         self.reset()
 
     def _warm_up(self) -> None:
-        """One step on a silent chunk, so the first real chunk does not pay torch's kernel set-up."""
-        frames = self.context_frames + self.config.chunk_frames
-        silent = torch.zeros(self.channels, self.preset.analysis.channels, frames, requires_grad=True)
-        self.nets[0](silent).pow(2).sum().backward()
+        """Run the real optimiser over every network of the pool on a silent chunk, twice.
+
+        The first use of each network, of Adam and of the loss costs torch tens to hundreds
+        of milliseconds of set-up; paying it here keeps it out of the first live chunks, and
+        the second round seeds the deadline's estimate of a step.
+        """
+        silent = torch.zeros(self.channels, self.preset.analysis.channels, self.config.chunk_frames)
+        values = self.params.snapshot() | {"iterations": len(self.nets), "style_weight": 1.0}
+        mode, self._mode = self._mode, "render"
+        try:
+            for _ in range(2):
+                began = time.monotonic()
+                self._optimise(silent, self._style, values, deadline=math.inf)
+                self._step_baseline = (time.monotonic() - began) / len(self.nets)
+        finally:
+            self._mode = mode
+        self._step_seconds = self._step_baseline
 
     def reset(self) -> None:
         """Forget all audio and running statistics (between songs); format, style and counters stay."""
@@ -188,7 +202,9 @@ class StreamProcessor:
             self._pending: deque[tuple[int, np.ndarray, int]] = deque()  # (seq, dry block, first sample)
             self._context = torch.zeros(channels, self.preset.analysis.channels, self.context_frames)
             self._gram_sums = torch.zeros(pool, channels, filters, filters)
-            self._gram_count = 0.0
+            self._gram_counts = [0.0] * pool
+            self._gram_updated = [0] * pool  # the chunk each network's running gram last took in
+            self._chunk_index = 0
             self._colour = running_colour(self.preset, self.config.chunk_frames)
             self._chunk_arrival = 0.0
             self._net_cursor = 0
@@ -198,6 +214,9 @@ class StreamProcessor:
             self._gain_ramp = Ramp(10 ** (self.params.get("gain_db") / 20), int(SMOOTHING_SECONDS * self.sample_rate))
 
     def _clear_counters(self) -> None:
+        self._step_seconds = 0.0  # running estimates for the live deadline: one optimiser step,
+        self._step_baseline = math.inf  # (as the warm-up measured it, until it has)
+        self._finish_seconds = 0.0  # and a chunk's work after its steps (statistics, synthesis)
         self._rtf: deque[float] = deque(maxlen=STATS_WINDOW)
         self._rtf_sum = 0.0
         self._iterations_total = 0
@@ -344,6 +363,7 @@ class StreamProcessor:
         strength = values["colour"] * min(values["style_weight"], 1.0)
         anchor = logmag + self._colour.delta(logmag, style.bands, strength)
         result, steps, latest = self._optimise(torch.from_numpy(anchor), style, values, deadline)
+        finishing = time.monotonic()
         planned = values["style_weight"] > 0 and values["iterations"] > 0
         live_late = self.mode == "live" and planned and steps == 0
         if planned and not live_late:  # running grams only serve gram steps; a late chunk must stay cheap
@@ -352,6 +372,8 @@ class StreamProcessor:
             if self.context_frames else self._context
         self._synthesise(first, spectra, logmag, result.numpy())
         self._next_frame += count
+        self._chunk_index += 1
+        self._finish_seconds = _smooth(self._finish_seconds, time.monotonic() - finishing)
         seconds = count * self.hop / self.sample_rate
         rtf = (time.monotonic() - began) / seconds
         self._rtf.append(rtf)
@@ -375,17 +397,19 @@ class StreamProcessor:
         context = self._context
         variable = anchor.clone().requires_grad_(True)
         optimiser = torch.optim.Adam([variable], lr=values["learning_rate"])
-        total = self._gram_count * self.decay + anchor.shape[-1]
         live = self.mode == "live"
         latest: dict[int, torch.Tensor] = {}
         pool = len(self.nets)
         steps = 0
         for step in range(iterations):
-            if live and time.monotonic() >= deadline:
-                break
+            began = time.monotonic()
+            if live and began + self._step_seconds + self._finish_seconds >= deadline:
+                break  # a step started now would end past the deadline, with the chunk's finishing work
             index = (self._net_cursor + step) % pool
             features = self.nets[index](torch.cat([context, variable], dim=-1))
-            running = (self._gram_sums[index] * self.decay + features @ features.transpose(-1, -2)) / total
+            fade = self._gram_fade(index)
+            total = self._gram_counts[index] * fade + anchor.shape[-1]
+            running = (self._gram_sums[index] * fade + features @ features.transpose(-1, -2)) / total
             loss = style_weight * style_loss(running, style.grams[index])
             if content_weight > 0:
                 loss = loss + content_weight * content_loss(variable, anchor)
@@ -394,23 +418,31 @@ class StreamProcessor:
             optimiser.step()
             latest[index] = features.detach()
             steps += 1
+            self._step_seconds = _smooth(self._step_seconds, time.monotonic() - began)
+        if steps == 0:  # no new sample: drift back toward the warm-up's measure, so one stray slow
+            # step cannot starve every later chunk, while a machine that stays slow keeps it high
+            self._step_seconds = _smooth(self._step_seconds, self._step_baseline)
         self._net_cursor = (self._net_cursor + steps) % pool
         return variable.detach(), steps, latest
 
-    def _update_statistics(self, frames: torch.Tensor, latest: dict[int, torch.Tensor]) -> None:
-        """Fold the finished chunk's features into every network's running gram.
+    def _gram_fade(self, index: int) -> float:
+        """How much network ``index``'s running gram has decayed since it last took in a chunk."""
+        return self.decay ** (self._chunk_index - self._gram_updated[index])
 
-        Networks the optimiser used this chunk contribute their features from its last
-        step (one Adam step stale, a negligible difference); the others get a pass now.
+    def _update_statistics(self, frames: torch.Tensor, latest: dict[int, torch.Tensor]) -> None:
+        """Fold the finished chunk into the running gram of every network that stepped on it.
+
+        Each network's features from its last step are one Adam step stale, a negligible
+        difference, and cost nothing; the networks not used this chunk skip it, so each
+        running gram is a decayed average over a sample of the past chunks. Refreshing
+        them all cost a pass per network per chunk, more than a live deadline holds.
         """
         with torch.no_grad():
-            spectrogram = torch.cat([self._context, frames], dim=-1)
-            for index, net in enumerate(self.nets):
-                features = latest.get(index)
-                if features is None:
-                    features = net(spectrogram)
-                self._gram_sums[index].mul_(self.decay).add_(features @ features.transpose(-1, -2))
-        self._gram_count = self._gram_count * self.decay + frames.shape[-1]
+            for index, features in latest.items():
+                fade = self._gram_fade(index)
+                self._gram_sums[index].mul_(fade).add_(features @ features.transpose(-1, -2))
+                self._gram_counts[index] = self._gram_counts[index] * fade + frames.shape[-1]
+                self._gram_updated[index] = self._chunk_index
 
     def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray) -> None:
         """Overlap-add the chunk's frames and move finished samples to the wet buffer."""
@@ -480,3 +512,8 @@ class StreamProcessor:
             ready = arrival + budget * (already + 1) * chunk * hop
             worst = max(worst, ready - end)
         return int(math.ceil(worst))
+
+
+def _smooth(estimate: float, sample: float) -> float:
+    """A moving average of a duration, for the live deadline's look-ahead."""
+    return 0.7 * estimate + 0.3 * sample
