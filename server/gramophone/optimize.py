@@ -117,49 +117,80 @@ def optimise(
         result.spectrogram = spectrogram.detach()
         return result
     began = time.monotonic()
-    pool = len(objective.nets)
-    if method == "adam":
-        optimiser = torch.optim.Adam([spectrogram], lr=learning_rate)
-    elif method == "lbfgs":
-        optimiser = torch.optim.LBFGS([spectrogram], lr=learning_rate, max_iter=1, history_size=50,
-                                      line_search_fn="strong_wolfe")
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {method!r}")
     try:
-        for iteration in range(iterations):
-            if deadline is not None and time.monotonic() >= deadline:
-                result.out_of_time = True
-                break
-            if method == "adam":
-                optimiser.zero_grad(set_to_none=True)
-                loss, style, content = objective.total((first_net + iteration) % pool, spectrogram)
-                loss.backward()
-                optimiser.step()
-            else:
-                record: dict[str, float] = {}
-
-                def closure() -> torch.Tensor:
-                    optimiser.zero_grad(set_to_none=True)
-                    total = spectrogram.new_zeros(())
-                    styles = contents = 0.0
-                    for index in range(pool):
-                        part, style_part, content_part = objective.total(index, spectrogram)
-                        total = total + part / pool
-                        styles += style_part / pool
-                        contents += content_part / pool
-                    total.backward()
-                    record.update(loss=float(total.detach()), style=styles, content=contents)
-                    return total
-
-                optimiser.step(closure)
-                loss, style, content = record["loss"], record["style"], record["content"]
-            step = Step(iteration + 1, float(loss.detach()) if torch.is_tensor(loss) else loss, style, content,
-                        time.monotonic() - began)
-            result.steps.append(step)
-            if callback is not None and callback(step) is False:
-                result.interrupted = True
-                break
+        if method == "adam":
+            _adam(spectrogram, objective, iterations, learning_rate, callback, deadline, first_net, began, result)
+        elif method == "lbfgs":
+            _lbfgs(spectrogram, objective, iterations, learning_rate, callback, deadline, began, result)
+        else:
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', got {method!r}")
     except KeyboardInterrupt:
         result.interrupted = True
+    except _Stop:
+        pass
     result.spectrogram = spectrogram.detach()
     return result
+
+
+class _Stop(Exception):
+    """Raised inside L-BFGS's closure to end the run early (callback or deadline)."""
+
+
+def _report(result: Result, callback: Callback | None, deadline: float | None, began: float,
+            loss: float, style: float, content: float) -> bool:
+    """Record one iteration; False when the callback or the deadline says stop."""
+    step = Step(result.iterations + 1, loss, style, content, time.monotonic() - began)
+    result.steps.append(step)
+    if callback is not None and callback(step) is False:
+        result.interrupted = True
+        return False
+    if deadline is not None and time.monotonic() >= deadline:
+        result.out_of_time = True
+        return False
+    return True
+
+
+def _adam(spectrogram: torch.Tensor, objective: Objective, iterations: int, learning_rate: float,
+          callback: Callback | None, deadline: float | None, first_net: int, began: float, result: Result) -> None:
+    optimiser = torch.optim.Adam([spectrogram], lr=learning_rate)
+    pool = len(objective.nets)
+    for iteration in range(iterations):
+        if deadline is not None and time.monotonic() >= deadline:
+            result.out_of_time = True
+            return
+        optimiser.zero_grad(set_to_none=True)
+        loss, style, content = objective.total((first_net + iteration) % pool, spectrogram)
+        loss.backward()
+        optimiser.step()
+        if not _report(result, callback, deadline, began, float(loss.detach()), style, content):
+            return
+
+
+def _lbfgs(spectrogram: torch.Tensor, objective: Objective, iterations: int, learning_rate: float,
+           callback: Callback | None, deadline: float | None, began: float, result: Result) -> None:
+    """One L-BFGS run of up to ``iterations`` iterations, as Ulyanov ran SciPy's.
+
+    Called an iteration at a time, torch's L-BFGS stops on its own tolerances after the
+    first steps from a near-zero start and never moves again, so it runs as one call
+    with the tolerances off; every evaluation is reported, and stops via ``_Stop``.
+    """
+    optimiser = torch.optim.LBFGS([spectrogram], lr=learning_rate, max_iter=iterations, max_eval=iterations * 5 // 4,
+                                  tolerance_grad=0.0, tolerance_change=0.0, history_size=50,
+                                  line_search_fn="strong_wolfe")
+    pool = len(objective.nets)
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad(set_to_none=True)
+        total = spectrogram.new_zeros(())
+        styles = contents = 0.0
+        for index in range(pool):
+            part, style_part, content_part = objective.total(index, spectrogram)
+            total = total + part / pool
+            styles += style_part / pool
+            contents += content_part / pool
+        total.backward()
+        if not _report(result, callback, deadline, began, float(total.detach()), styles, contents):
+            raise _Stop
+        return total
+
+    optimiser.step(closure)
