@@ -171,6 +171,10 @@ class Server:
             log.warning("shutdown timeout: %d message(s) left unprocessed", unfinished)
         for _ in self._workers:
             self._runq.put(None)
+        # Joined, not left as daemons: a worker still inside torch when the interpreter
+        # finalises aborts the process (SIGABRT) instead of exiting 0.
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()) + 5.0)
         for conn in list(self._tcp.connections):
             conn.finish(2.0)
         self.library.cache.flush()
