@@ -40,6 +40,17 @@ def speak(path: Path, text: str, voice: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small convolutions on a shared 2-core machine run many times faster on one thread."""
+    import torch  # only the engine's tests need it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("audio")

@@ -32,13 +32,7 @@ SMALL = dataclasses.replace(PRESETS["default"], name="small", iterations=6,
 OTHER = dataclasses.replace(SMALL, name="other", network=NetworkConfig(filters=32, kernel=5, pool=2, seed=0))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small convolutions on a shared 2-core machine run many times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gramophone import metrics
-from gramophone.audio import load_audio, resample
+from gramophone.audio import load_audio
 from gramophone.network import NetworkConfig
 from gramophone.params import Parameters
 from gramophone.presets import PRESETS, get_preset
@@ -26,13 +26,7 @@ SMALL = dataclasses.replace(PRESETS["default"], name="small", network=NetworkCon
 OTHER = dataclasses.replace(SMALL, name="other", network=NetworkConfig(filters=32, kernel=5, pool=2, seed=0))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Small convolutions on a shared 2-core machine run many times faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -89,6 +89,3 @@ class StyleCache:
 
     def delete_named(self, name: str) -> None:
         self.named_path(name).unlink(missing_ok=True)
-
-    def flush(self) -> None:
-        """Nothing is buffered (every write is atomic and immediate); kept for a clean shutdown call."""

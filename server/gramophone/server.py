@@ -177,7 +177,7 @@ class Server:
             worker.join(max(0.0, deadline - time.monotonic()) + 5.0)
         for conn in list(self._tcp.connections):
             conn.finish(2.0)
-        self.library.cache.flush()
+        # The style cache needs no flush: every target is written atomically when learned.
         self._udp.close()
         log.info("stopped")
 
