@@ -49,16 +49,11 @@ def load_styles(specs: list[str], preset: Preset, cache: StyleCache) -> tuple[St
     targets, clips = [], []
     for spec in specs:
         path = Path(spec)
-        if path.exists() or path.suffix:
-            audio, sample_rate = load_audio(path)
+        clip = path if path.exists() or path.suffix else builtin_style_path(spec)
+        if clip is not None:
+            audio, sample_rate = load_audio(clip)
             clips.append((audio, sample_rate))
-            targets.append(cache.learn([(audio, sample_rate)], preset, name=path.stem))
-            continue
-        builtin = builtin_style_path(spec)
-        if builtin is not None:
-            audio, sample_rate = load_audio(builtin)
-            clips.append((audio, sample_rate))
-            targets.append(cache.learn([(audio, sample_rate)], preset, name=spec))
+            targets.append(cache.learn([(audio, sample_rate)], preset, name=clip.stem))
             continue
         try:
             target = cache.load_named(spec)
@@ -86,8 +81,7 @@ def builtin_style_path(name: str) -> Path | None:
 
 
 def check_output(path: Path) -> None:
-    if not path.parent.is_dir():
-        raise ValueError(f"{path}: the folder {path.parent} does not exist; create it first")
+    check_output_folder(path)
     if path.suffix.lower() not in (".wav", ".flac"):
         raise ValueError(f"{path}: write .wav or .flac")
 

@@ -154,6 +154,7 @@ class StreamProcessor:
         self.scale = magnitude_scale(analysis, sample_rate)
         self.nets = get_pool(analysis.channels, self.preset.network)
         self.context_frames = self.preset.network.receptive_field - 1
+        self._colour = running_colour(self.preset, self.config.chunk_frames)
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
         self.decay = math.exp(-chunk_seconds / self.config.history_seconds)
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
@@ -205,7 +206,7 @@ class StreamProcessor:
             self._gram_counts = [0.0] * pool
             self._gram_updated = [0] * pool  # the chunk each network's running gram last took in
             self._chunk_index = 0
-            self._colour = running_colour(self.preset, self.config.chunk_frames)
+            self._colour.reset()
             self._chunk_arrival = 0.0
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
