@@ -210,7 +210,10 @@ def test_blocks_that_arrived_long_ago_go_out_late_with_zero_steps(style_a):
     for seq, part in enumerate(blocks):
         outputs.extend(proc.push(seq, part, arrival=time.monotonic() - 10.0))
     stats = proc.stats()
-    assert stats.chunks > 0 and stats.late_chunks == stats.chunks and stats.iterations_avg == 0
+    # the first chunks hold too few frames for a network to read: they plan no step, so are not late
+    too_short = -(-proc.min_window // proc.config.chunk_frames) - 1
+    assert stats.chunks > too_short and stats.iterations_avg == 0
+    assert stats.late_chunks == stats.chunks - too_short
     outputs.extend(proc.flush())
     assert [seq for seq, _ in outputs] == list(range(len(blocks)))
 
@@ -387,8 +390,9 @@ def test_stream_moves_the_style_under_held_out_evaluators(speech, default_target
     report = metrics.measure(content[0], style[0], out[0], rate, style_rate=style_rate)
     assert report.held_out_gain > 0.05, report
     assert report.stoi > 0.6
-    if mode == "render":
-        assert proc.stats().iterations_avg == 4
+    if mode == "render":  # four steps per chunk, once the window holds a network's receptive field
+        stats, too_short = proc.stats(), -(-proc.min_window // proc.config.chunk_frames) - 1
+        assert stats.iterations_avg * stats.chunks == 4 * (stats.chunks - too_short)
 
 
 @pytest.mark.parametrize(("rate", "block", "chunk"), [(22050, 32, 8), (22050, 512, 8), (48000, 256, 4),

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import librosa
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
+# The colouring's matrices are small (bands × bands, bands × a chunk's frames): BLAS threads
+# gain nothing on them, and OpenBLAS threads left spinning afterwards took the cores from
+# torch's next step (live steps ran 3× slower on 2 cores). So its NumPy work runs on one.
+_BLAS = ThreadpoolController()
+
+MAX_CHANGE = 1.5  # the most a channel's log1p magnitude may move (about ×4.5, 13 dB): see RunningColour
 RIDGE = 1e-3  # covariance regularisation, relative to its mean variance
 STYLE_RIDGE = 1e-2  # floor on the content's, relative to the style's: caps the whitening gain near 10
 
@@ -107,7 +114,10 @@ class RunningColour:
       chunk's, because a gain that jumps every chunk is a temporal pattern of its own;
     - its strength ramps in over the first ``warmup_frames`` frames, while the
       statistics are still too thin to trust;
-    - the content covariance has a floor relative to the style's (``colour_transform``).
+    - the content covariance has a floor relative to the style's (``colour_transform``);
+    - no channel moves by more than ``MAX_CHANGE``: unclipped, thin statistics (a
+      note onset, the opening second) lifted near-silent bands by up to ×e¹¹ into
+      bursts, and on plucks the colouring made the output less like the style.
     """
 
     def __init__(self, basis: BandBasis, decay: float, warmup_frames: int) -> None:
@@ -124,6 +134,10 @@ class RunningColour:
 
     def delta(self, logmag: np.ndarray, style: BandStats, strength: float) -> np.ndarray:
         """Fold ``(..., channels, frames)`` into the statistics; return its change toward ``style``."""
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return np.clip(self._delta(logmag, style, strength), -MAX_CHANGE, MAX_CHANGE)
+
+    def _delta(self, logmag: np.ndarray, style: BandStats, strength: float) -> np.ndarray:
         bands = self.basis.to_bands @ logmag
         chunk = BandStats.of(bands)
         self.weight = self.weight * self.decay + 1.0

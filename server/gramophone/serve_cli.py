@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "allow": [],
     "idle_timeout": 300.0,
     "max_record_seconds": 120.0,
+    "chunk_frames": 8,
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -65,6 +66,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add("--idle-timeout", type=float, help=f"seconds before a silent session ends (default {DEFAULTS['idle_timeout']:g})")
     add("--max-record-seconds", type=float,
         help=f"longest /style/record recording (default {DEFAULTS['max_record_seconds']:g})")
+    add("--chunk-frames", type=int, help=f"STFT frames per chunk, the latency–CPU knob (default "
+        f"{DEFAULTS['chunk_frames']}: about 165 ms at 48 kHz; 3 gives about 90 ms)")
     return parser
 
 
@@ -148,7 +151,7 @@ def build_server(opts: dict[str, Any]):
     from .params import Parameters
     from .presets import get_preset
     from .server import Server, ServerConfig
-    from .stream import StreamProcessor
+    from .stream import StreamConfig, StreamProcessor
 
     allow = parse_allow(opts["allow"])
     styles = parse_styles(opts["style"])
@@ -169,6 +172,10 @@ def build_server(opts: dict[str, Any]):
         raise ConfigError(str(error)) from None
     if opts["max_sessions"] < 1:
         raise ConfigError("--max-sessions must be at least 1")
+    try:
+        stream_config = StreamConfig(chunk_frames=opts["chunk_frames"])
+    except ValueError as error:
+        raise ConfigError(f"--chunk-frames: {error}") from None
     config = ServerConfig(host=opts["host"], port=opts["port"], max_sessions=opts["max_sessions"],
                           idle_timeout=opts["idle_timeout"], allow=allow)
     log.info("styles folder %s; %d styles known", styles_dir, len(library.names()))
@@ -176,7 +183,8 @@ def build_server(opts: dict[str, Any]):
     # every worker's torch spin up a thread per core (oversubscription is 10–20× slower).
     import torch
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // config.workers))
-    return Server(config, Parameters(), library, lambda params, style: StreamProcessor(params, style=style, preset=preset))
+    return Server(config, Parameters(), library,
+                  lambda params, style: StreamProcessor(params, style=style, preset=preset, config=stream_config))
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

@@ -9,19 +9,21 @@ How a block becomes stylised audio:
    window / 4); frame ``j`` spans samples ``[jH − (N − H), jH + H)``.
 2. Every ``chunk_frames`` complete frames form a chunk. The chunk's log-magnitudes are
    coloured in closed form toward the style (against running statistics of the input),
-   then Adam edits them against the pool's grams. Each network reads the chunk with the
-   frames before it as left context, and the gram it matches is a *running* one: the
-   cached, decayed ``f·fᵀ`` of the past few seconds plus the chunk's own, because a chunk
-   of a few hundred milliseconds cannot carry a whole style's statistics by itself.
+   then a learned correction is added: one log-magnitude offset per frequency channel,
+   carried from chunk to chunk. Each chunk's Adam steps move that correction so the last
+   ``window_seconds`` of coloured input, corrected, match the pool's style grams. A chunk
+   of a few hundred milliseconds cannot carry a whole style's statistics, and rewriting
+   its frames one by one fools the networks; a correction shared across time, trained on
+   a window longer than the chunk, carries the effect of every past step forward.
 3. The edited frames are resynthesised with the input's own phase and overlap-added on
    the same grid, so chunk boundaries leave no seam; with the effect off the overlap-add
    reconstructs the input exactly.
 4. Output block ``seq`` is released, aligned with input block ``seq``, as soon as every
    frame covering it is done; wet/dry, gain and bypass are smoothed per sample.
 
-In live mode a chunk's optimiser stops at its deadline (``budget`` × the chunk's duration
+In live mode a chunk's steps stop at its deadline (``budget`` × the chunk's duration
 after its last sample arrived); a chunk that cannot take a single step in time goes out
-with the closed-form colouring only and counts as late, so no backlog ever builds up.
+with the correction learned so far and counts as late, so no backlog ever builds up.
 In render mode every chunk takes exactly ``iterations`` steps: the same input, settings
 and style always give the same output.
 """
@@ -39,7 +41,7 @@ import torch
 
 from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
 from .network import get_pool
-from .objective import content_loss, style_loss
+from .objective import content_loss, gram, style_loss
 from .params import Parameters
 from .presets import Preset, get_preset
 from .style import StyleTarget, mix_targets
@@ -55,15 +57,15 @@ STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
 class StreamConfig:
     """The streaming knobs that are not live parameters."""
 
-    chunk_frames: int = 8  # the latency–CPU knob: frames optimised together
-    history_seconds: float = 2.0  # time constant of the running gram statistics
+    chunk_frames: int = 8  # the latency–CPU knob: frames processed together
+    window_seconds: float = 0.75  # recent input the correction is trained on (a step's cost grows with it)
     fade_seconds: float = 0.3  # style switches crossfade their targets over this long
 
     def __post_init__(self) -> None:
         if not 1 <= self.chunk_frames <= 256:
             raise ValueError("chunk_frames must be within 1–256")
-        if self.history_seconds <= 0 or self.fade_seconds < 0:
-            raise ValueError("history_seconds must be positive and fade_seconds not negative")
+        if self.window_seconds <= 0 or self.fade_seconds < 0:
+            raise ValueError("window_seconds must be positive and fade_seconds not negative")
 
 
 @dataclass
@@ -153,10 +155,10 @@ class StreamProcessor:
         self.overlap_gain = float(np.sum(self.window**2) / self.hop)  # Σ w² over the frames covering a sample
         self.scale = magnitude_scale(analysis, sample_rate)
         self.nets = get_pool(analysis.channels, self.preset.network)
-        self.context_frames = self.preset.network.receptive_field - 1
+        self.min_window = self.preset.network.receptive_field  # frames a network needs for one output
+        self.window_frames = max(self.min_window, round(self.config.window_seconds * sample_rate / self.hop))
         self._colour = running_colour(self.preset, self.config.chunk_frames)
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
-        self.decay = math.exp(-chunk_seconds / self.config.history_seconds)
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
         self.prepared_budget = self.params.get("budget")
         self.latency_samples = self._latency(self.prepared_budget)
@@ -167,19 +169,19 @@ class StreamProcessor:
         self.reset()
 
     def _warm_up(self) -> None:
-        """Run the real optimiser over every network of the pool on a silent chunk, twice.
+        """Run the real optimiser over every network of the pool on a silent window, twice.
 
         The first use of each network, of Adam and of the loss costs torch tens to hundreds
         of milliseconds of set-up; paying it here keeps it out of the first live chunks, and
         the second round seeds the deadline's estimate of a step.
         """
-        silent = torch.zeros(self.channels, self.preset.analysis.channels, self.config.chunk_frames)
+        self._history = torch.zeros(self.channels, self.preset.analysis.channels, self.window_frames)
         values = self.params.snapshot() | {"iterations": len(self.nets), "style_weight": 1.0}
         mode, self._mode = self._mode, "render"
         try:
             for _ in range(2):
                 began = time.monotonic()
-                self._optimise(silent, self._style, values, deadline=math.inf)
+                self._learn(self._style, values, deadline=math.inf)
                 self._step_baseline = (time.monotonic() - began) / len(self.nets)
         finally:
             self._mode = mode
@@ -189,7 +191,7 @@ class StreamProcessor:
         """Forget all audio and running statistics (between songs); format, style and counters stay."""
         self._require_prepared()
         with self._lock:
-            pool, filters, channels = len(self.nets), self.preset.network.filters, self.channels
+            channels = self.channels
             self._expected_seq: int | None = None
             self._input = np.zeros((channels, self.n_fft - self.hop), dtype=np.float32)  # the silent past
             self._input_start = -(self.n_fft - self.hop)  # absolute index of _input[:, 0]
@@ -201,11 +203,9 @@ class StreamProcessor:
             self._wet = np.zeros((channels, 0), dtype=np.float32)
             self._wet_start = 0
             self._pending: deque[tuple[int, np.ndarray, int]] = deque()  # (seq, dry block, first sample)
-            self._context = torch.zeros(channels, self.preset.analysis.channels, self.context_frames)
-            self._gram_sums = torch.zeros(pool, channels, filters, filters)
-            self._gram_counts = [0.0] * pool
-            self._gram_updated = [0] * pool  # the chunk each network's running gram last took in
-            self._chunk_index = 0
+            self._history = torch.zeros(channels, self.preset.analysis.channels, 0)  # recent coloured frames
+            self._correction = torch.zeros(1, self.preset.analysis.channels, 1, requires_grad=True)
+            self._adam = torch.optim.Adam([self._correction], lr=self.params.get("learning_rate"))
             self._colour.reset()
             self._chunk_arrival = 0.0
             self._net_cursor = 0
@@ -362,18 +362,15 @@ class StreamProcessor:
             if self._fade_step >= self.fade_chunks:
                 self._fade_from = None
         strength = values["colour"] * min(values["style_weight"], 1.0)
-        anchor = logmag + self._colour.delta(logmag, style.bands, strength)
-        result, steps, latest = self._optimise(torch.from_numpy(anchor), style, values, deadline)
+        anchor = torch.from_numpy(logmag + self._colour.delta(logmag, style.bands, strength))
+        self._history = torch.cat([self._history, anchor], dim=-1)[..., -self.window_frames:]
+        steps = self._learn(style, values, deadline)
         finishing = time.monotonic()
-        planned = values["style_weight"] > 0 and values["iterations"] > 0
+        planned = values["style_weight"] > 0 and values["iterations"] > 0 and self._history.shape[-1] >= self.min_window
         live_late = self.mode == "live" and planned and steps == 0
-        if planned and not live_late:  # running grams only serve gram steps; a late chunk must stay cheap
-            self._update_statistics(result, latest)
-        self._context = torch.cat([self._context, result], dim=-1)[..., -self.context_frames:] \
-            if self.context_frames else self._context
-        self._synthesise(first, spectra, logmag, result.numpy())
+        edited = anchor + self._correction.detach() if values["style_weight"] > 0 else anchor
+        self._synthesise(first, spectra, logmag, edited.numpy())
         self._next_frame += count
-        self._chunk_index += 1
         self._finish_seconds = _smooth(self._finish_seconds, time.monotonic() - finishing)
         seconds = count * self.hop / self.sample_rate
         rtf = (time.monotonic() - began) / seconds
@@ -384,22 +381,22 @@ class StreamProcessor:
         self._late += int(live_late)
         self._trim_input()
 
-    def _optimise(self, anchor: torch.Tensor, style: StyleTarget, values: dict, deadline: float
-                  ) -> tuple[torch.Tensor, int, dict[int, torch.Tensor]]:
-        """Adam over the chunk against the running grams.
+    def _learn(self, style: StyleTarget, values: dict, deadline: float) -> int:
+        """Adam steps on the correction over the recent window; returns the steps taken.
 
-        Returns the frames, the steps taken, and each network's latest features (reused
-        for the running statistics, so a network used this chunk costs no extra pass).
+        Each step takes the next network of the pool and the gram of the whole window,
+        corrected, against that network's style gram; the content term keeps the
+        correction small relative to the window. Adam's moments carry across chunks, as
+        the correction does.
         """
         iterations = int(values["iterations"])
         style_weight, content_weight = values["style_weight"], values["content_weight"]
-        if style_weight == 0 or iterations == 0:
-            return anchor, 0, {}
-        context = self._context
-        variable = anchor.clone().requires_grad_(True)
-        optimiser = torch.optim.Adam([variable], lr=values["learning_rate"])
+        window = self._history
+        if style_weight == 0 or iterations == 0 or window.shape[-1] < self.min_window:
+            return 0
+        for group in self._adam.param_groups:
+            group["lr"] = values["learning_rate"]
         live = self.mode == "live"
-        latest: dict[int, torch.Tensor] = {}
         pool = len(self.nets)
         steps = 0
         for step in range(iterations):
@@ -407,43 +404,20 @@ class StreamProcessor:
             if live and began + self._step_seconds + self._finish_seconds >= deadline:
                 break  # a step started now would end past the deadline, with the chunk's finishing work
             index = (self._net_cursor + step) % pool
-            features = self.nets[index](torch.cat([context, variable], dim=-1))
-            fade = self._gram_fade(index)
-            total = self._gram_counts[index] * fade + anchor.shape[-1]
-            running = (self._gram_sums[index] * fade + features @ features.transpose(-1, -2)) / total
-            loss = style_weight * style_loss(running, style.grams[index])
+            corrected = window + self._correction
+            loss = style_weight * style_loss(gram(self.nets[index](corrected)), style.grams[index])
             if content_weight > 0:
-                loss = loss + content_weight * content_loss(variable, anchor)
-            optimiser.zero_grad(set_to_none=True)
+                loss = loss + content_weight * content_loss(corrected, window)
+            self._adam.zero_grad(set_to_none=True)
             loss.backward()
-            optimiser.step()
-            latest[index] = features.detach()
+            self._adam.step()
             steps += 1
             self._step_seconds = _smooth(self._step_seconds, time.monotonic() - began)
         if steps == 0:  # no new sample: drift back toward the warm-up's measure, so one stray slow
             # step cannot starve every later chunk, while a machine that stays slow keeps it high
             self._step_seconds = _smooth(self._step_seconds, self._step_baseline)
         self._net_cursor = (self._net_cursor + steps) % pool
-        return variable.detach(), steps, latest
-
-    def _gram_fade(self, index: int) -> float:
-        """How much network ``index``'s running gram has decayed since it last took in a chunk."""
-        return self.decay ** (self._chunk_index - self._gram_updated[index])
-
-    def _update_statistics(self, frames: torch.Tensor, latest: dict[int, torch.Tensor]) -> None:
-        """Fold the finished chunk into the running gram of every network that stepped on it.
-
-        Each network's features from its last step are one Adam step stale, a negligible
-        difference, and cost nothing; the networks not used this chunk skip it, so each
-        running gram is a decayed average over a sample of the past chunks. Refreshing
-        them all cost a pass per network per chunk, more than a live deadline holds.
-        """
-        with torch.no_grad():
-            for index, features in latest.items():
-                fade = self._gram_fade(index)
-                self._gram_sums[index].mul_(fade).add_(features @ features.transpose(-1, -2))
-                self._gram_counts[index] = self._gram_counts[index] * fade + frames.shape[-1]
-                self._gram_updated[index] = self._chunk_index
+        return steps
 
     def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray) -> None:
         """Overlap-add the chunk's frames and move finished samples to the wet buffer."""
