@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--block-size", type=int, default=512)
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--budget", type=float, help="the live budget parameter (default: the parameter's default)")
     parser.add_argument("--realtime", action="store_true", help="pace blocks with real sleeps")
     parser.add_argument("--quick", action="store_true", help="48 kHz, chunks 8 and 16, one pair")
     parser.add_argument("--markdown", action="store_true")
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         for chunk in args.chunks:
             runs = []
             for pair in pairs:
-                render = render_stream(pair, preset, rate, chunk, block_size=args.block_size, realtime=args.realtime)
+                settings = {} if args.budget is None else {"budget": args.budget}
+                render = render_stream(pair, preset, rate, chunk, block_size=args.block_size, settings=settings,
+                                       realtime=args.realtime)
                 report = measure(pair, render)
                 runs.append({
                     "latency_ms": render.latency_ms,

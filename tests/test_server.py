@@ -453,7 +453,8 @@ def limited(tmp_path_factory, speech_pair):
     root = tmp_path_factory.mktemp("limited")
     config = root / "serve.toml"
     config.write_text(f'max-sessions = 1\nidle-timeout = 1\nallow = ["127.0.0.1/32"]\n'
-                      f'max-record-seconds = 0.1\nchunk-frames = 3\n[style]\nvoice = "{speech_pair[1]}"\n')
+                      f'max-record-seconds = 0.1\nchunk-frames = 3\n'
+                      f'param = ["budget=0.5"]\n[style]\nvoice = "{speech_pair[1]}"\n')
     with running_server(root, "--config", str(config)) as server:
         yield server
 
@@ -471,7 +472,7 @@ def test_config_file_limits_sessions_and_recordings(limited):
 
 
 def test_config_file_chunk_frames_sets_the_low_latency_setting(limited):
-    """Issue 3's low-latency setting: three frames per chunk report at most 100 ms at 48 kHz."""
+    """Issue 3's low-latency setting: three frames per chunk at budget 0.5 report at most 100 ms at 48 kHz."""
     with OscClient(limited.host, limited.port) as session:
         latency_samples = session.request("/connect", 48000, 1, 256, reply="/connected").params[1]
         assert 0 < latency_samples <= 0.100 * 48000
@@ -480,7 +481,8 @@ def test_config_file_chunk_frames_sets_the_low_latency_setting(limited):
 
 @pytest.mark.parametrize("text,reason", [("colour = 3\n", "unknown key 'colour'"), ("port = 'x'\n", "port must be int"),
                                          ("port = \n", "not valid TOML"),
-                                         ("chunk-frames = 0\n", "chunk_frames must be within 1–256")])
+                                         ("chunk-frames = 0\n", "chunk_frames must be within 1–256"),
+                                         ('param = ["budget=2"]\n', "budget must be within 0.05–0.9")])
 def test_bad_config_file_exits_with_one_line(tmp_path, text, reason):
     config = tmp_path / "bad.toml"
     config.write_text(text)

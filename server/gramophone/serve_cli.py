@@ -18,6 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from .params import PARAMETERS, Parameters
+
 log = logging.getLogger("gramophone.server")
 
 DEFAULTS: dict[str, Any] = {
@@ -32,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "idle_timeout": 300.0,
     "max_record_seconds": 120.0,
     "chunk_frames": 8,
+    "param": [],
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -67,7 +70,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add("--max-record-seconds", type=float,
         help=f"longest /style/record recording (default {DEFAULTS['max_record_seconds']:g})")
     add("--chunk-frames", type=int, help=f"STFT frames per chunk, the latency–CPU knob (default "
-        f"{DEFAULTS['chunk_frames']}: about 165 ms at 48 kHz; 3 gives about 90 ms)")
+        f"{DEFAULTS['chunk_frames']}: about 165 ms at 48 kHz; 3 with --param budget=0.5: about 92 ms)")
+    add("--param", action="append", metavar="NAME=VALUE",
+        help="a parameter's starting value, as /param/NAME would set it (repeatable), e.g. budget=0.5")
     return parser
 
 
@@ -97,8 +102,8 @@ def read_config(path: Path) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in DEFAULTS:
             raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(k.replace('_', '-') for k in DEFAULTS)}")
-        if name == "style" and isinstance(value, dict):
-            value = [f"{style}={file}" for style, file in value.items()]
+        if name in ("style", "param") and isinstance(value, dict):
+            value = [f"{key}={item}" for key, item in value.items()]
         expected = type(DEFAULTS[name]) if DEFAULTS[name] is not None else str
         if expected is float and isinstance(value, int):
             value = float(value)
@@ -125,6 +130,24 @@ def parse_styles(specs: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def parse_params(specs: list[str]) -> list[tuple[str, float]]:
+    """``NAME=VALUE`` starting values, checked against the parameter table (not clamped: a typo fails)."""
+    out = []
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        if name not in PARAMETERS or not sep:
+            raise ConfigError(f"--param {spec!r}: write NAME=VALUE with NAME one of {', '.join(PARAMETERS)}")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"--param {spec!r}: {text!r} is not a number") from None
+        bounds = PARAMETERS[name]
+        if not bounds.minimum <= value <= bounds.maximum:
+            raise ConfigError(f"--param {spec!r}: {name} must be within {bounds.minimum:g}–{bounds.maximum:g}")
+        out.append((name, value))
+    return out
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT or SIGTERM; 0 after a clean shutdown, 2 on bad options."""
     stop = threading.Event()
@@ -148,13 +171,15 @@ def build_server(opts: dict[str, Any]):
     """Load the engine, the styles and the sockets (may take a few seconds: torch, first style)."""
     from .cache import StyleCache  # the engine imports torch: only once options are known good
     from .library import DEFAULT_STYLE, LibraryError, StyleLibrary
-    from .params import Parameters
     from .presets import get_preset
     from .server import Server, ServerConfig
     from .stream import StreamConfig, StreamProcessor
 
     allow = parse_allow(opts["allow"])
     styles = parse_styles(opts["style"])
+    params = Parameters()
+    for name, value in parse_params(opts["param"]):
+        params.set(name, value)
     styles_dir = Path(opts["styles_dir"]).expanduser() if opts["styles_dir"] else default_styles_dir()
     styles_dir.mkdir(parents=True, exist_ok=True)
     preset = get_preset("default")
@@ -183,7 +208,7 @@ def build_server(opts: dict[str, Any]):
     # every worker's torch spin up a thread per core (oversubscription is 10–20× slower).
     import torch
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // config.workers))
-    return Server(config, Parameters(), library,
+    return Server(config, params, library,
                   lambda params, style: StreamProcessor(params, style=style, preset=preset, config=stream_config))
 
 
