@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gramophone.analysis import AnalysisConfig, analyse, griffin_lim, synthesise
-from gramophone.colour import BandBasis, BandStats, colour_delta, colour_transform
+from gramophone.colour import MAX_CHANGE, BandBasis, BandStats, RunningColour, colour_transform
 
 RATES = (16000, 22050, 44100, 48000)
 CONFIG = AnalysisConfig()
@@ -179,14 +179,26 @@ def test_colour_transform_maps_content_statistics_onto_the_style(basis):
     np.testing.assert_allclose(moved.covariance, style_stats.covariance, atol=0.02 * np.abs(style_stats.covariance).max())
 
 
-def test_colour_delta_is_zero_at_strength_zero_and_for_the_style_itself(basis):
+def test_running_colour_is_zero_at_strength_zero_and_for_the_style_itself(basis):
     logmag = np.abs(np.random.default_rng(2).standard_normal((1, CONFIG.channels, 60))).astype(np.float32) * 3
     stats = BandStats.of(basis.to_bands @ logmag)
-    transform = colour_transform(stats, stats)
-    assert np.abs(colour_delta(logmag, basis, transform, 1.0)).max() < 0.05
-    other = colour_transform(stats, BandStats(stats.mean + 1.0, stats.covariance, stats.count))
-    np.testing.assert_array_equal(colour_delta(logmag, basis, other, 0.0), 0.0)
-    assert np.mean(colour_delta(logmag, basis, other, 1.0)) == pytest.approx(1.0, abs=0.05)
+    colour = RunningColour(basis, decay=1.0, warmup_frames=1)
+    assert np.abs(colour.delta(logmag, stats, 1.0)).max() < 0.05
+    colour.reset()
+    unmoved = colour.delta(logmag, BandStats(stats.mean + 1.0, stats.covariance, stats.count), 0.0)
+    np.testing.assert_allclose(unmoved, 0.0, atol=1e-5)
+    colour.reset()
+    raised = colour.delta(logmag, BandStats(stats.mean + 1.0, stats.covariance, stats.count), 1.0)
+    assert np.mean(raised) == pytest.approx(1.0, abs=0.05)
+
+
+def test_running_colour_never_moves_a_channel_beyond_its_clip(basis):
+    """Near-silent content against a loud style: unclipped, the whitening lifts it by many log units."""
+    quiet = np.random.default_rng(4).random((1, CONFIG.channels, 32)).astype(np.float32) * 1e-3
+    loud = np.random.default_rng(5).random((1, CONFIG.channels, 256)).astype(np.float32) * 4.0 + 6.0
+    colour = RunningColour(basis, decay=1.0, warmup_frames=1)
+    delta = colour.delta(quiet, BandStats.of(basis.to_bands @ loud), 1.0)
+    assert np.abs(delta).max() == pytest.approx(MAX_CHANGE)
 
 
 def test_band_stats_mixture_weights():

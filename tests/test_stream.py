@@ -200,6 +200,19 @@ def test_a_slow_optimiser_misses_deadlines_but_every_block_comes_out(style_a):
     assert stats.queued_blocks == 0
 
 
+def test_a_warm_up_measured_on_a_busy_machine_does_not_starve_the_stream(style_a):
+    """The step-time estimate seeds from the warm-up; one taken under load (here: half a second a
+    step) must not keep every later chunk from stepping once the machine is quiet again."""
+    rate, block = 22050, 256
+    proc = processor(style_a, mode="live", style_weight=1.0, iterations=8, budget=0.5)
+    proc.prepare(rate, 1, block)
+    proc._step_baseline = proc._step_seconds = 0.5  # what a warm-up on a loaded machine would have measured
+    for seq, part in enumerate(interleave(signal(rate, 6.0), block)):
+        proc.push(seq, part, arrival=time.monotonic())
+    stats = proc.stats()
+    assert 0 < stats.late_chunks < stats.chunks and stats.iterations_avg > 0
+
+
 def test_blocks_that_arrived_long_ago_go_out_late_with_zero_steps(style_a):
     rate, block = 22050, 512
     audio = signal(rate, 1.0)

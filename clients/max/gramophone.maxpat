@@ -1636,7 +1636,7 @@
 							"parameter_type": 0,
 							"parameter_initial_enable": 1,
 							"parameter_initial": [
-								4.0
+								8.0
 							],
 							"parameter_unitstyle": 1
 						}

@@ -92,16 +92,6 @@ def colour_transform(content: BandStats, style: BandStats) -> tuple[np.ndarray, 
     return matrix.astype(np.float32), (style.mean - matrix @ content.mean).astype(np.float32)
 
 
-def colour_delta(
-    logmag: np.ndarray, basis: BandBasis, transform: tuple[np.ndarray, np.ndarray], strength: float
-) -> np.ndarray:
-    """The change to add to a ``(..., channels, frames)`` log-magnitude grid, scaled by ``strength``."""
-    matrix, offset = transform
-    bands = basis.to_bands @ logmag
-    target = np.einsum("ij,...jt->...it", matrix, bands) + offset[:, None]
-    return (strength * (basis.to_channels @ (target - bands))).astype(np.float32)
-
-
 class RunningColour:
     """Colouring against running content statistics, chunk by chunk, offline and live.
 

@@ -39,7 +39,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         ParamSpec("wet", 0.0, 1.0, 1.0, "", "wet/dry mix, smoothed per sample"),
         ParamSpec("gain_db", -60.0, 24.0, 0.0, "dB", "output gain, smoothed per sample"),
         ParamSpec("bypass", 0.0, 1.0, 0.0, "", "1 passes the input through (latency kept, crossfaded)", integer=True),
-        ParamSpec("iterations", 0.0, 200.0, 4.0, "", "optimiser steps per chunk: the most in live mode, exactly this many in render mode", integer=True),
+        ParamSpec("iterations", 0.0, 200.0, 8.0, "", "optimiser steps per chunk: the most in live mode, exactly this many in render mode", integer=True),
         ParamSpec("budget", 0.05, 0.9, 0.4, "", "share of a chunk's duration the optimiser may spend on it in live mode; part of the latency, so a stream keeps the value it was prepared with as a ceiling"),
         ParamSpec("learning_rate", 0.001, 1.0, 0.02, "", "Adam step size of the learned spectral correction, in log-magnitude units per step (it carries across chunks, so small steps add up)"),
         ParamSpec("colour", 0.0, 1.0, 1.0, "", "strength of the closed-form spectral colouring toward the style before the gram steps"),

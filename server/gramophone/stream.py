@@ -51,6 +51,7 @@ MODES = ("live", "render")
 MIN_BLOCK, MAX_BLOCK = 32, 8192
 SMOOTHING_SECONDS = 0.02  # wet, gain and bypass ramps: long enough to avoid zipper noise
 STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
+PROBE_SHARE = 0.8  # a chunk without a step lowers the step-time estimate toward this share of itself
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,6 @@ class StreamProcessor:
             self._correction = torch.zeros(1, self.preset.analysis.channels, 1, requires_grad=True)
             self._adam = torch.optim.Adam([self._correction], lr=self.params.get("learning_rate"))
             self._colour.reset()
-            self._chunk_arrival = 0.0
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
             self._fade_step = 0
@@ -413,9 +413,10 @@ class StreamProcessor:
             self._adam.step()
             steps += 1
             self._step_seconds = _smooth(self._step_seconds, time.monotonic() - began)
-        if steps == 0:  # no new sample: drift back toward the warm-up's measure, so one stray slow
-            # step cannot starve every later chunk, while a machine that stays slow keeps it high
-            self._step_seconds = _smooth(self._step_seconds, self._step_baseline)
+        if steps == 0:  # no new sample: drift down, toward the warm-up's measure or below it, so one
+            # stray slow step (or a warm-up on a busy machine) cannot starve every later chunk; a
+            # machine that stays slow pays one probing step every few chunks and stays high
+            self._step_seconds = _smooth(self._step_seconds, min(self._step_baseline, PROBE_SHARE * self._step_seconds))
         self._net_cursor = (self._net_cursor + steps) % pool
         return steps
 
