@@ -1,9 +1,10 @@
 """Quality benchmark and listening report (issue 6): every pair through every path, against the targets.
 
 Paths: the dry content, the offline default preset (plus any ``--presets``), and the live
-stream at 48 kHz at the largest chunk that keeps the reported latency within 300 ms and
-within 150 ms, and the low-latency setting (budget 0.5, within 100 ms). Each is scored with the held-out measures of ``gramophone.metrics``; the
-targets table takes the mean over pairs (STOI over the speech pairs) and the worst RTF.
+stream at 48 kHz at the largest chunk that keeps the reported latency within 300 ms, within
+150 ms, and (the low-latency setting, budget 0.5) within 100 ms. Each is scored with the
+held-out measures of ``gramophone.metrics``; the targets table takes the mean over pairs
+(STOI over the speech pairs) and the worst RTF.
 Usage::
 
     python -m bench.quality                       # all pairs, 10 s

@@ -103,7 +103,7 @@ def read_config(path: Path) -> dict[str, Any]:
         if name not in DEFAULTS:
             raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(k.replace('_', '-') for k in DEFAULTS)}")
         if name in ("style", "param") and isinstance(value, dict):
-            value = [f"{key}={item}" for key, item in value.items()]
+            value = [f"{entry}={item}" for entry, item in value.items()]
         expected = type(DEFAULTS[name]) if DEFAULTS[name] is not None else str
         if expected is float and isinstance(value, int):
             value = float(value)
@@ -180,6 +180,10 @@ def build_server(opts: dict[str, Any]):
     params = Parameters()
     for name, value in parse_params(opts["param"]):
         params.set(name, value)
+    try:
+        stream_config = StreamConfig(chunk_frames=opts["chunk_frames"])
+    except ValueError as error:
+        raise ConfigError(f"--chunk-frames: {error}") from None
     styles_dir = Path(opts["styles_dir"]).expanduser() if opts["styles_dir"] else default_styles_dir()
     styles_dir.mkdir(parents=True, exist_ok=True)
     preset = get_preset("default")
@@ -197,10 +201,6 @@ def build_server(opts: dict[str, Any]):
         raise ConfigError(str(error)) from None
     if opts["max_sessions"] < 1:
         raise ConfigError("--max-sessions must be at least 1")
-    try:
-        stream_config = StreamConfig(chunk_frames=opts["chunk_frames"])
-    except ValueError as error:
-        raise ConfigError(f"--chunk-frames: {error}") from None
     config = ServerConfig(host=opts["host"], port=opts["port"], max_sessions=opts["max_sessions"],
                           idle_timeout=opts["idle_timeout"], allow=allow)
     log.info("styles folder %s; %d styles known", styles_dir, len(library.names()))
