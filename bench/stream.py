@@ -10,6 +10,7 @@ Usage::
 
     python -m bench.stream                 # 22.05/44.1/48 kHz × chunks 4/8/16/32, speech pairs, 10 s
     python -m bench.stream --quick         # 48 kHz, chunks 8 and 16, one pair
+    python -m bench.stream --rates 48000 --chunks 8 --pairs male-female --profile   # where a chunk's time goes
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import argparse
 
 import numpy as np
 
-from gramophone.presets import get_preset
+from gramophone.presets import Preset, get_preset
 
 from .common import Column, add_threads_option, apply_threads, measure, render_offline, render_stream, table
-from .pairs import PAIR_NAMES, SPEECH_PAIRS, make_pairs
+from .pairs import PAIR_NAMES, SPEECH_PAIRS, Pair, make_pairs
 
 COLUMNS = [
     Column("rate", "rate Hz"),
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--realtime", action="store_true", help="pace blocks with real sleeps")
     parser.add_argument("--quick", action="store_true", help="48 kHz, chunks 8 and 16, one pair")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead, stream the first pair at the first rate and chunk under torch.profiler")
     add_threads_option(parser)
     args = parser.parse_args(argv)
     apply_threads(args.threads)
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
         args.rates, args.chunks, args.pairs = [48000], [8, 16], ["male-female"]
     preset = get_preset(args.preset)
     pairs = make_pairs(args.pairs, args.seconds)
+    settings = {} if args.budget is None else {"budget": args.budget}
+    if args.profile:
+        profile_stream(pairs[0], preset, args.rates[0], args.chunks[0], args.block_size, settings)
+        return
     offline = {pair.name: measure(pair, render_offline(pair, preset)).held_out_gain for pair in pairs}
     print("offline held-out gain: " + ", ".join(f"{name} {gain:.2f}" for name, gain in offline.items()), flush=True)
     rows = []
@@ -67,7 +74,6 @@ def main(argv: list[str] | None = None) -> None:
         for chunk in args.chunks:
             runs = []
             for pair in pairs:
-                settings = {} if args.budget is None else {"budget": args.budget}
                 render = render_stream(pair, preset, rate, chunk, block_size=args.block_size, settings=settings,
                                        realtime=args.realtime)
                 report = measure(pair, render)
@@ -93,6 +99,17 @@ def main(argv: list[str] | None = None) -> None:
     print(table(rows, COLUMNS, args.markdown))
     print(f"\n{args.block_size}-sample blocks, {args.seconds:g} s clips, mean over {len(pairs)} pair(s) "
           f"(worst measured latency and peak RTF). {GOALS}")
+
+
+def profile_stream(pair: Pair, preset: Preset, rate: int, chunk: int, block_size: int, settings: dict) -> None:
+    """Print torch.profiler's operator table for one live stream (prepare's warm-up included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        render = render_stream(pair, preset, rate, chunk, block_size=block_size, settings=settings)
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    print(f"{pair.name}, {rate} Hz, chunk {chunk}: {render.iterations:.1f} steps per chunk, "
+          f"{render.iterations * render.chunks:.0f} steps in all")
 
 
 if __name__ == "__main__":
