@@ -163,7 +163,7 @@ def optimiser_flops(pair: Pair, preset: Preset, iterations: int) -> float:
 
 def own_networks(preset: Preset) -> tuple[list[torch.nn.Module], metrics.FeatureInput]:
     """The preset's own pool and analysis, for the own-network distance."""
-    nets = get_pool(preset.analysis.channels, preset.network)
+    nets = get_pool(preset.analysis.channels, preset.network, preset.analysis.max_freq_hz)
 
     def features(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         rate = preset.sample_rate or sample_rate

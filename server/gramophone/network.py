@@ -3,6 +3,9 @@
 The frequency bins are the input channels and time is the convolution axis. Weights are
 drawn with NumPy's PCG64 generator from a seed, so the same config and seed give the same
 network on every machine and every torch version; the networks are never trained.
+With ``input_bands`` a network first averages the grid into that many mel bands (a fixed
+1 × 1 convolution), so its random convolution reads fewer, perceptually spaced channels:
+about half the cost of a step for the same held-out effect (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from .colour import BandBasis
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}
 INITS = ("ulyanov", "torch", "he")
@@ -39,6 +44,7 @@ class NetworkConfig:
     init: str = "ulyanov"
     pool: int = 8
     seed: int = 0
+    input_bands: int = 0  # 0: read every grid channel; n: read n mel-band averages of them
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -47,6 +53,8 @@ class NetworkConfig:
             raise ValueError(f"init must be one of {', '.join(INITS)}")
         if min(self.filters, self.kernel, self.layers, self.pool) < 1:
             raise ValueError("filters, kernel, layers and pool must be at least 1")
+        if self.input_bands < 0:
+            raise ValueError("input_bands must be 0 (every channel) or a band count")
 
     @property
     def receptive_field(self) -> int:
@@ -76,13 +84,26 @@ def _weights(rng: np.random.Generator, init: str, out_ch: int, in_ch: int, kerne
 
 
 class FeatureNet(nn.Module):
-    """One frozen random network: ``(batch, channels, frames) -> (batch, filters, frames')``."""
+    """One frozen random network: ``(batch, channels, frames) -> (batch, filters, frames')``.
 
-    def __init__(self, in_channels: int, config: NetworkConfig, seed: int) -> None:
+    ``max_freq_hz`` (the grid's top frequency) places the mel bands when the config has
+    ``input_bands``.
+    """
+
+    def __init__(self, in_channels: int, config: NetworkConfig, seed: int, max_freq_hz: float | None = None) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
         layers: list[nn.Module] = []
         channels = in_channels
+        if config.input_bands:
+            if max_freq_hz is None:
+                raise ValueError("a network with input_bands needs the grid's max_freq_hz")
+            to_bands = BandBasis.build(in_channels, max_freq_hz, config.input_bands).to_bands
+            projection = torch.nn.utils.skip_init(nn.Conv1d, in_channels, config.input_bands, 1, bias=False)
+            with torch.no_grad():
+                projection.weight.copy_(torch.from_numpy(to_bands)[:, :, None])
+            layers.append(projection)
+            channels = config.input_bands
         for index in range(config.layers):
             # skip_init: torch's own initialisation would be drawn and then overwritten.
             conv = torch.nn.utils.skip_init(nn.Conv1d, channels, config.filters, config.kernel, bias=config.bias,
@@ -104,19 +125,19 @@ class FeatureNet(nn.Module):
         return self.body(spectrogram)
 
 
-def build_pool(in_channels: int, config: NetworkConfig) -> list[FeatureNet]:
+def build_pool(in_channels: int, config: NetworkConfig, max_freq_hz: float | None = None) -> list[FeatureNet]:
     """The ``config.pool`` networks, seeded ``config.seed`` onwards."""
-    return [FeatureNet(in_channels, config, config.seed + offset) for offset in range(config.pool)]
+    return [FeatureNet(in_channels, config, config.seed + offset, max_freq_hz) for offset in range(config.pool)]
 
 
-_POOLS: dict[tuple[int, NetworkConfig], list[FeatureNet]] = {}
+_POOLS: dict[tuple[int, NetworkConfig, float | None], list[FeatureNet]] = {}
 _POOLS_LOCK = threading.Lock()
 
 
-def get_pool(in_channels: int, config: NetworkConfig) -> list[FeatureNet]:
+def get_pool(in_channels: int, config: NetworkConfig, max_freq_hz: float | None = None) -> list[FeatureNet]:
     """The pool for ``config``, built once per process and shared (the networks are read-only)."""
-    key = (in_channels, config)
+    key = (in_channels, config, max_freq_hz)
     with _POOLS_LOCK:
         if key not in _POOLS:
-            _POOLS[key] = build_pool(in_channels, config)
+            _POOLS[key] = build_pool(in_channels, config, max_freq_hz)
         return _POOLS[key]

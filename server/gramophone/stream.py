@@ -155,7 +155,7 @@ class StreamProcessor:
         self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.n_fft) / self.n_fft)).astype(np.float32)
         self.overlap_gain = float(np.sum(self.window**2) / self.hop)  # Σ w² over the frames covering a sample
         self.scale = magnitude_scale(analysis, sample_rate)
-        self.nets = get_pool(analysis.channels, self.preset.network)
+        self.nets = get_pool(analysis.channels, self.preset.network, analysis.max_freq_hz)
         self.min_window = self.preset.network.receptive_field  # frames a network needs for one output
         self.window_frames = max(self.min_window, round(self.config.window_seconds * sample_rate / self.hop))
         self._colour = running_colour(self.preset, self.config.chunk_frames)

@@ -110,7 +110,7 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
         audio = validate_audio(audio, f"style clip {index + 1}", min_samples=config.n_fft(sample_rate))
         spectrum = analyse(audio, sample_rate, config)
         if pool is None:
-            pool = get_pool(config.channels, preset.network)
+            pool = get_pool(config.channels, preset.network, config.max_freq_hz)
             basis = BandBasis.build(config.channels, config.max_freq_hz, preset.colour_bands)
         logmag = torch.from_numpy(spectrum.logmag)
         with torch.inference_mode():

@@ -86,7 +86,7 @@ def stylize(
     spectrum = analyse(content, sample_rate, config)
     began = time.monotonic()
     anchor = colour_toward(spectrum.logmag, style, preset, preset.colour * min(preset.style_weight, 1.0))
-    nets = get_pool(config.channels, preset.network)
+    nets = get_pool(config.channels, preset.network, config.max_freq_hz)
     if device != "cpu":  # the shared pool stays on the CPU; this run gets its own copies
         nets = [copy.deepcopy(net).to(device) for net in nets]
     anchor_tensor = torch.from_numpy(anchor).to(device)
