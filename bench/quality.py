@@ -2,7 +2,7 @@
 
 Paths: the dry content, the offline default preset (plus any ``--presets``), and the live
 stream at 48 kHz at the largest chunk that keeps the reported latency within 300 ms, within
-150 ms, and (the low-latency setting, budget 0.5) within 100 ms. Each is scored with the
+150 ms, and (the low-latency setting) within 100 ms. Each is scored with the
 held-out measures of ``gramophone.metrics``; the targets table takes the mean over pairs
 (STOI over the speech pairs) and the worst RTF.
 Usage::
@@ -41,7 +41,6 @@ class PathSpec:
     preset: str = "default"
     max_latency_ms: float | None = None
     sample_rate: int = 48000
-    budget: float | None = None  # the live budget parameter, if not its default
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ PATHS = (
     PathSpec("offline default", "offline"),
     PathSpec("live 48 kHz ≤300 ms", "live", max_latency_ms=300),
     PathSpec("live 48 kHz ≤150 ms", "live", max_latency_ms=150),
-    PathSpec("live 48 kHz ≤100 ms", "live", max_latency_ms=100, budget=0.5),
+    PathSpec("live 48 kHz ≤100 ms", "live", max_latency_ms=100),
 )
 TARGETS = {
     "offline default": Target(0.55, 0.75, 0.85, 1.0),
@@ -98,8 +97,6 @@ def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime
         detail = {"iterations": render.iterations}
     else:
         settings = {} if iterations is None else {"iterations": iterations}
-        if path.budget is not None:
-            settings["budget"] = path.budget
         chunk = chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms, settings=settings)
         render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime)
         detail = {"chunk_frames": chunk, "latency_ms": render.latency_ms, "iterations": render.iterations,

@@ -472,7 +472,8 @@ def test_config_file_limits_sessions_and_recordings(limited):
 
 
 def test_config_file_chunk_frames_sets_the_low_latency_setting(limited):
-    """Issue 3's low-latency setting: three frames per chunk at budget 0.5 report at most 100 ms at 48 kHz."""
+    """Issue 3's low-latency setting: three frames per chunk report at most 100 ms at 48 kHz (here with a
+    starting budget of 0.5 from the config file, which lengthens it a little)."""
     with OscClient(limited.host, limited.port) as session:
         latency_samples = session.request("/connect", 48000, 1, 256, reply="/connected").params[1]
         assert 0 < latency_samples <= 0.100 * 48000
