@@ -53,6 +53,7 @@ class Target:
     rtf: float
 
 
+LISTENING_RMS = 0.05  # −26 dBFS: every clip in the listening report is played at this level
 DRY = PathSpec("dry", "dry")
 PATHS = (
     DRY,
@@ -220,14 +221,18 @@ def write_html(outcomes: Sequence[Outcome], page: Path) -> Path:
     assets.mkdir(parents=True, exist_ok=True)
 
     def media(stem: str, audio: np.ndarray, rate: int, title: str) -> str:
-        sf.write(assets / f"{stem}.wav", audio, rate, subtype="PCM_16")
+        # Every clip at one loudness, as the measures hear them; it also keeps outputs that
+        # went louder than the content (up to +9 dBFS on pluck → organ) from clipping in 16 bits.
+        level = float(np.sqrt(np.mean(np.square(audio))))
+        sf.write(assets / f"{stem}.wav", audio * (LISTENING_RMS / level) if level > 0 else audio, rate, subtype="PCM_16")
         spectrogram_png(audio, rate, assets / f"{stem}.png", title)
         return (f'<audio controls preload="none" src="{assets.name}/{stem}.wav"></audio><br>'
                 f'<img src="{assets.name}/{stem}.png" alt="{html.escape(title)} spectrogram">')
 
     body = ["<h1>Gramophone listening report</h1>",
             "<p>Gains are 1 − wet/dry distance to the style under held-out networks and MFCC statistics "
-            "(0 = untouched, 1 = the style's statistics); STOI is intelligibility against the content.</p>",
+            "(0 = untouched, 1 = the style's statistics); STOI is intelligibility against the content. "
+            "Every clip plays at the same loudness (−26 dBFS RMS), as the measures hear it.</p>",
             "<h2>Targets</h2>", _html_table(target_rows(outcomes), TARGET_COLUMNS)]
     for pair in dict.fromkeys(outcome.pair for outcome in outcomes):
         _, style, rate = pair.load()
