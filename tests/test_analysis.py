@@ -182,13 +182,13 @@ def test_colour_transform_maps_content_statistics_onto_the_style(basis):
 def test_running_colour_is_zero_at_strength_zero_and_for_the_style_itself(basis):
     logmag = np.abs(np.random.default_rng(2).standard_normal((1, CONFIG.channels, 60))).astype(np.float32) * 3
     stats = BandStats.of(basis.to_bands @ logmag)
+    louder = BandStats(stats.mean + 1.0, stats.covariance, stats.count)
     colour = RunningColour(basis, decay=1.0, warmup_frames=1)
     assert np.abs(colour.delta(logmag, stats, 1.0)).max() < 0.05
     colour.reset()
-    unmoved = colour.delta(logmag, BandStats(stats.mean + 1.0, stats.covariance, stats.count), 0.0)
-    np.testing.assert_allclose(unmoved, 0.0, atol=1e-5)
+    np.testing.assert_allclose(colour.delta(logmag, louder, 0.0), 0.0, atol=1e-5)
     colour.reset()
-    raised = colour.delta(logmag, BandStats(stats.mean + 1.0, stats.covariance, stats.count), 1.0)
+    raised = colour.delta(logmag, louder, 1.0)
     assert np.mean(raised) == pytest.approx(1.0, abs=0.05)
 
 

@@ -366,7 +366,7 @@ class StreamProcessor:
         self._history = torch.cat([self._history, anchor], dim=-1)[..., -self.window_frames:]
         steps = self._learn(style, values, deadline)
         finishing = time.monotonic()
-        planned = values["style_weight"] > 0 and values["iterations"] > 0 and self._history.shape[-1] >= self.min_window
+        planned = self._plans_steps(values)
         live_late = self.mode == "live" and planned and steps == 0
         edited = anchor + self._correction.detach() if values["style_weight"] > 0 else anchor
         self._synthesise(first, spectra, logmag, edited.numpy())
@@ -381,6 +381,10 @@ class StreamProcessor:
         self._late += int(live_late)
         self._trim_input()
 
+    def _plans_steps(self, values: dict) -> bool:
+        """Whether a chunk takes steps: the effect on, steps allowed, a window a network can read."""
+        return values["style_weight"] > 0 and values["iterations"] > 0 and self._history.shape[-1] >= self.min_window
+
     def _learn(self, style: StyleTarget, values: dict, deadline: float) -> int:
         """Adam steps on the correction over the recent window; returns the steps taken.
 
@@ -389,11 +393,11 @@ class StreamProcessor:
         correction small relative to the window. Adam's moments carry across chunks, as
         the correction does.
         """
+        if not self._plans_steps(values):
+            return 0
         iterations = int(values["iterations"])
         style_weight, content_weight = values["style_weight"], values["content_weight"]
         window = self._history
-        if style_weight == 0 or iterations == 0 or window.shape[-1] < self.min_window:
-            return 0
         for group in self._adam.param_groups:
             group["lr"] = values["learning_rate"]
         live = self.mode == "live"
