@@ -7,6 +7,7 @@ runs in well under a minute; the held-out quality test uses the real default pre
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
@@ -311,6 +312,11 @@ def test_learning_needs_a_clip():
         learn_style([], SMALL)
 
 
+def test_mixture_blends_the_ceilings(style_a, style_b):
+    half = mix_targets([(style_a, 1), (style_b, 1)])
+    np.testing.assert_allclose(half.ceiling, (style_a.ceiling + style_b.ceiling) / 2, rtol=1e-6)
+
+
 def test_mixture_with_weight_one_and_zero_is_the_first_target(style_a, style_b):
     mixed = mix_targets([(style_a, 1.0), (style_b, 0.0)])
     torch.testing.assert_close(mixed.grams, style_a.grams)
@@ -351,8 +357,33 @@ def test_target_save_and_load_round_trip(tmp_path, style_a):
     assert loaded.bands.count == style_a.bands.count
     for field in ("name", "key", "source_hash", "sample_rate", "frames"):
         assert getattr(loaded, field) == getattr(style_a, field), field
+    np.testing.assert_array_equal(loaded.ceiling, style_a.ceiling)
     assert loaded.compatible_with(SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
+
+
+def test_a_target_saved_before_the_ceiling_still_loads_and_stylises(tmp_path, clips, style_a):
+    path = style_a.save(tmp_path / "a.npz")
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files if name != "ceiling"}
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps(meta | {"format": 1}))
+    np.savez(path, **arrays)
+    old = StyleTarget.load(path)
+    assert old.ceiling is None
+    audio, rate = clips["content"]
+    assert stylize(audio, rate, old, SMALL).audio.shape == audio.shape
+
+
+def test_stylize_holds_the_output_under_the_style_range(clips):
+    """A style far quieter than the content: colouring and steps alone would leave it loud."""
+    style_audio, style_rate = clips["style"]
+    quiet = learn_style([(style_audio * 0.01, style_rate)], SMALL, name="quiet")
+    audio, rate = clips["content"]
+    held = stylize(audio, rate, quiet, SMALL)
+    assert np.all(held.output_logmag <= quiet.ceiling[:, None] + 1e-6)
+    free = stylize(audio, rate, quiet, dataclasses.replace(SMALL, ceiling=False))
+    assert np.sqrt(np.mean(held.audio**2)) < 0.2 * np.sqrt(np.mean(free.audio**2))
 
 
 @pytest.mark.parametrize("kind", ["garbage", "foreign", "empty"])

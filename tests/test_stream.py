@@ -124,6 +124,17 @@ def test_bypass_is_the_identity_sample_aligned_with_the_effect_on(style_a, rate,
     assert error_db(out, audio) < -60
 
 
+def test_the_stream_holds_the_output_under_the_style_range(speech):
+    """A style far quieter than the input: colouring and correction alone would leave it loud."""
+    audio, rate = speech["style"]
+    quiet = learn_style([(audio[:, : 3 * rate] * 0.01, rate)], SMALL, name="quiet")
+    content, content_rate = speech["content"]
+    clip = content[:, : 2 * content_rate]
+    _, held = run(processor(quiet), clip, content_rate, 512)
+    _, free = run(processor(quiet, preset=dataclasses.replace(SMALL, ceiling=False)), clip, content_rate, 512)
+    assert np.sqrt(np.mean(held**2)) < 0.2 * np.sqrt(np.mean(free**2))
+
+
 def test_the_effect_on_changes_the_output(style_a):
     """The counterpart of the null tests: they would pass trivially if nothing ever changed."""
     audio = signal(22050, 1.0)

@@ -103,23 +103,26 @@ def optimise(
     callback: Callback | None = None,
     deadline: float | None = None,
     first_net: int = 0,
+    upper: torch.Tensor | None = None,
 ) -> Result:
     """Run up to ``iterations`` steps from ``start``; returns the spectrogram reached.
 
     ``callback(step)`` returning ``False`` stops the run. ``deadline`` is a
     ``time.monotonic()`` instant after which no new step starts. ``first_net`` picks
     which pool network Adam starts its rotation at (streaming carries it across chunks).
+    ``upper`` bounds the result from above (broadcast against it): Adam is projected
+    under it after every step, L-BFGS (whose line search assumes no bound) at the end.
     """
     # contiguous: L-BFGS flattens the variable with view(-1), which a strided numpy-born tensor refuses
     spectrogram = start.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     result = Result(spectrogram=spectrogram)
     if iterations <= 0 or objective.style_weight == 0 and objective.content_weight == 0:
-        result.spectrogram = spectrogram.detach()
+        result.spectrogram = _bounded(spectrogram.detach(), upper)
         return result
     began = time.monotonic()
     try:
         if method == "adam":
-            _adam(spectrogram, objective, iterations, learning_rate, callback, deadline, first_net, began, result)
+            _adam(spectrogram, objective, iterations, learning_rate, callback, deadline, first_net, began, result, upper)
         elif method == "lbfgs":
             _lbfgs(spectrogram, objective, iterations, learning_rate, callback, deadline, began, result)
         else:
@@ -128,8 +131,12 @@ def optimise(
         result.interrupted = True
     except _Stop:
         pass
-    result.spectrogram = spectrogram.detach()
+    result.spectrogram = _bounded(spectrogram.detach(), upper)
     return result
+
+
+def _bounded(spectrogram: torch.Tensor, upper: torch.Tensor | None) -> torch.Tensor:
+    return spectrogram if upper is None else torch.minimum(spectrogram, upper)
 
 
 class _Stop(Exception):
@@ -151,7 +158,8 @@ def _report(result: Result, callback: Callback | None, deadline: float | None, b
 
 
 def _adam(spectrogram: torch.Tensor, objective: Objective, iterations: int, learning_rate: float,
-          callback: Callback | None, deadline: float | None, first_net: int, began: float, result: Result) -> None:
+          callback: Callback | None, deadline: float | None, first_net: int, began: float, result: Result,
+          upper: torch.Tensor | None) -> None:
     optimiser = torch.optim.Adam([spectrogram], lr=learning_rate)
     pool = len(objective.nets)
     for iteration in range(iterations):
@@ -162,6 +170,9 @@ def _adam(spectrogram: torch.Tensor, objective: Objective, iterations: int, lear
         loss, style, content = objective.total((first_net + iteration) % pool, spectrogram)
         loss.backward()
         optimiser.step()
+        if upper is not None:
+            with torch.no_grad():
+                spectrogram.copy_(torch.minimum(spectrogram, upper))
         if not _report(result, callback, deadline, began, float(loss.detach()), style, content):
             return
 

@@ -42,6 +42,7 @@ class Preset:
     colour_bands: int = 40
     colour_window_seconds: float = 8.0  # time constant of the running content statistics it colours from
     colour_warmup_seconds: float = 2.0  # the colouring ramps in over this much audio, while statistics are thin
+    ceiling: bool = False  # hold the output under the style's range, channel by channel (ceiling.py)
     phase: str = "content"
     griffin_lim_iterations: int = 32
     griffin_lim_init: str = "content"
@@ -81,7 +82,7 @@ PRESETS: dict[str, Preset] = {
     "default": Preset(
         name="default",
         description="colouring toward the style, then Adam from the content over a pool of 8 random 512-filter nets "
-                    "reading 128 mel bands",
+                    "reading 128 mel bands, held under the style's range",
         analysis=AnalysisConfig(window_ms=1024 / 22050 * 1000, overlap=4, max_freq_hz=11025.0),
         network=NetworkConfig(filters=512, kernel=11, pool=8, seed=0, input_bands=128),
         style_weight=1.0,
@@ -89,6 +90,7 @@ PRESETS: dict[str, Preset] = {
         iterations=40,
         learning_rate=0.08,
         colour=1.0,
+        ceiling=True,
     ),
     "article": Preset(
         name="article",

@@ -14,8 +14,10 @@ How a block becomes stylised audio:
    ``window_seconds`` of coloured input, corrected, match the pool's style grams. A chunk
    of a few hundred milliseconds cannot carry a whole style's statistics, and rewriting
    its frames one by one fools the networks; a correction shared across time, trained on
-   a window longer than the chunk, carries the effect of every past step forward.
-3. The edited frames are resynthesised with the input's own phase and overlap-added on
+   a window longer than the chunk, carries the effect of every past step forward. Both
+   stay under the style's range (``ceiling.py``) when the preset asks.
+3. The edited frames are resynthesised with the input's own phase (random where the edit
+   filled a bin the input left nearly empty: ``analysis.fill_phase``) and overlap-added on
    the same grid, so chunk boundaries leave no seam; with the effect off the overlap-add
    reconstructs the input exactly.
 4. Output block ``seq`` is released, aligned with input block ``seq``, as soon as every
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 
 from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
+from .ceiling import ceiling_limit
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .params import Parameters
@@ -177,6 +180,7 @@ class StreamProcessor:
         the second round seeds the deadline's estimate of a step.
         """
         self._history = torch.zeros(self.channels, self.preset.analysis.channels, self.window_frames)
+        self._limits = torch.full_like(self._history, math.inf)
         values = self.params.snapshot() | {"iterations": len(self.nets), "style_weight": 1.0}
         mode, self._mode = self._mode, "render"
         try:
@@ -205,9 +209,11 @@ class StreamProcessor:
             self._wet_start = 0
             self._pending: deque[tuple[int, np.ndarray, int]] = deque()  # (seq, dry block, first sample)
             self._history = torch.zeros(channels, self.preset.analysis.channels, 0)  # recent coloured frames
+            self._limits = torch.zeros(channels, self.preset.analysis.channels, 0)  # and their ceilings
             self._correction = torch.zeros(1, self.preset.analysis.channels, 1, requires_grad=True)
             self._adam = torch.optim.Adam([self._correction], lr=self.params.get("learning_rate"))
             self._colour.reset()
+            self._phase_rng = np.random.default_rng(0)  # fill_phase's draws: a render repeats exactly
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
             self._fade_step = 0
@@ -362,13 +368,15 @@ class StreamProcessor:
             if self._fade_step >= self.fade_chunks:
                 self._fade_from = None
         strength = values["colour"] * min(values["style_weight"], 1.0)
-        anchor = torch.from_numpy(logmag + self._colour.delta(logmag, style.bands, strength))
+        limit = torch.from_numpy(self._limit(logmag, style, values))
+        anchor = torch.minimum(torch.from_numpy(logmag + self._colour.delta(logmag, style.bands, strength)), limit)
         self._history = torch.cat([self._history, anchor], dim=-1)[..., -self.window_frames:]
+        self._limits = torch.cat([self._limits, limit], dim=-1)[..., -self.window_frames:]
         steps = self._learn(style, values, deadline)
         finishing = time.monotonic()
         planned = self._plans_steps(values)
         live_late = self.mode == "live" and planned and steps == 0
-        edited = anchor + self._correction.detach() if values["style_weight"] > 0 else anchor
+        edited = torch.minimum(anchor + self._correction.detach(), limit) if values["style_weight"] > 0 else anchor
         self._synthesise(first, spectra, logmag, edited.numpy())
         self._next_frame += count
         self._finish_seconds = _smooth(self._finish_seconds, time.monotonic() - finishing)
@@ -380,6 +388,12 @@ class StreamProcessor:
         self._iterations_total += steps
         self._late += int(live_late)
         self._trim_input()
+
+    def _limit(self, logmag: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
+        """The most each of the chunk's bins may reach: the style's range, or no bound."""
+        if not self.preset.ceiling or style.ceiling is None:
+            return np.full_like(logmag, np.inf)
+        return ceiling_limit(logmag, style.ceiling, min(values["style_weight"], 1.0))
 
     def _plans_steps(self, values: dict) -> bool:
         """Whether a chunk takes steps: the effect on, steps allowed, a window a network can read."""
@@ -408,7 +422,7 @@ class StreamProcessor:
             if live and began + self._step_seconds + self._finish_seconds >= deadline:
                 break  # a step started now would end past the deadline, with the chunk's finishing work
             index = (self._net_cursor + step) % pool
-            corrected = window + self._correction
+            corrected = torch.minimum(window + self._correction, self._limits)
             loss = style_weight * style_loss(gram(self.nets[index](corrected)), style.grams[index])
             if content_weight > 0:
                 loss = loss + content_weight * content_loss(corrected, window)
@@ -426,7 +440,7 @@ class StreamProcessor:
 
     def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray) -> None:
         """Overlap-add the chunk's frames and move finished samples to the wet buffer."""
-        frames = np.fft.irfft(apply_logmag(spectra, logmag, edited, self.scale), n=self.n_fft, axis=1)
+        frames = np.fft.irfft(apply_logmag(spectra, logmag, edited, self.scale, self._phase_rng), n=self.n_fft, axis=1)
         frames = frames.transpose(0, 2, 1) * self.window  # (channels, count, n_fft)
         count = frames.shape[1]
         start = first * self.hop - (self.n_fft - self.hop)

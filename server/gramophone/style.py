@@ -22,11 +22,12 @@ import torch
 
 from .analysis import analyse
 from .audio import AudioError, resample, validate_audio
+from .ceiling import style_ceiling
 from .colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added the ceiling; version 1 files still load, without one
 
 
 @dataclass
@@ -40,6 +41,7 @@ class StyleTarget:
     source_hash: str
     sample_rate: int  # the rate it was learned at (the channel grid is the same at every rate)
     frames: int
+    ceiling: np.ndarray | None = None  # (channels,) the style's widened peak log1p magnitudes (ceiling.py)
 
     def compatible_with(self, preset: Preset) -> bool:
         """True when ``preset`` analyses and featurises exactly as this target was learned."""
@@ -57,8 +59,9 @@ class StyleTarget:
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
         try:
             with os.fdopen(descriptor, "wb") as handle:
+                arrays = {"ceiling": self.ceiling} if self.ceiling is not None else {}
                 np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
-                         band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)))
+                         band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)), **arrays)
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -71,13 +74,14 @@ class StyleTarget:
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                if meta.get("format") != FORMAT_VERSION:
+                if meta.get("format") not in (1, FORMAT_VERSION):
                     raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
                 grams = torch.from_numpy(np.array(data["grams"], dtype=np.float32))
                 bands = BandStats(mean=np.array(data["band_mean"]), covariance=np.array(data["band_covariance"]),
                                   count=float(meta["band_count"]))
+                ceiling = np.array(data["ceiling"], dtype=np.float32) if "ceiling" in data.files else None
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
-                       sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]))
+                       sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling)
         except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
 
@@ -102,6 +106,7 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
     pool = None
     sums: torch.Tensor | None = None
     band_frames = []
+    peaks = np.zeros(config.channels, dtype=np.float32)
     frames = 0
     basis = None
     for index, (audio, sample_rate) in enumerate(sources):
@@ -118,10 +123,12 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
         sums = clip_sums if sums is None else sums + clip_sums
         frames += _feature_frames(spectrum.frames, preset) * logmag.shape[0]
         band_frames.append(basis.to_bands @ spectrum.logmag)
+        peaks = np.maximum(peaks, spectrum.logmag.max(axis=(0, 2)))
     grams = (sums / max(frames, 1)).float()
     bands = BandStats.of(np.concatenate(band_frames, axis=-1))
     return StyleTarget(name=name, grams=grams, bands=bands, key=json.loads(json.dumps(preset.target_key())),
-                       source_hash=audio_hash(sources), sample_rate=int(sources[0][1]), frames=frames)
+                       source_hash=audio_hash(sources), sample_rate=int(sources[0][1]), frames=frames,
+                       ceiling=style_ceiling(peaks, config.window_ms))
 
 
 def _feature_frames(frames: int, preset: Preset) -> int:
@@ -153,7 +160,11 @@ def mix_targets(parts: list[tuple[StyleTarget, float]], name: str | None = None)
     normalised = [(target, weight / total) for target, weight in parts]
     grams = sum(weight * target.grams for target, weight in normalised)
     bands = BandStats.mix([(target.bands, weight) for target, weight in normalised])
+    ceilings = [target.ceiling for target, _ in normalised]
+    # A blend between the styles' ranges, as their statistics blend; none if any style lacks one.
+    ceiling = None if any(c is None for c in ceilings) else sum(w * c for (_, w), c in zip(normalised, ceilings))
     label = name or "+".join(f"{weight:g}*{target.name}" for target, weight in parts)
     return StyleTarget(name=label, grams=grams, bands=bands, key=first.key,
                        source_hash=hashlib.sha256("".join(f"{t.source_hash}:{w:.6f}" for t, w in normalised).encode()).hexdigest(),
-                       sample_rate=first.sample_rate, frames=sum(target.frames for target, _ in parts))
+                       sample_rate=first.sample_rate, frames=sum(target.frames for target, _ in parts),
+                       ceiling=None if ceiling is None else ceiling.astype(np.float32))

@@ -1,6 +1,7 @@
 """The offline pipeline: a content clip and a style target in, stylised audio out.
 
-analyse → colour (closed form) → optimise (gram steps) → resynthesise.
+analyse → colour (closed form) → optimise (gram steps) → resynthesise, held under the
+style's range throughout when the preset asks (``ceiling.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from .analysis import analyse, synthesise
 from .audio import resample, validate_audio
+from .ceiling import ceiling_limit
 from .colour import BandBasis, RunningColour
 from .network import get_pool
 from .optimize import Callback, Objective, Result, optimise
@@ -75,8 +77,8 @@ def stylize(
     """Stylise ``content`` (``(channels, samples)``) toward ``style`` with ``preset``'s settings.
 
     Works at the content's own rate unless the preset fixes one; the output has the
-    content's length. ``seed`` only matters for noise starts and random-phase Griffin-Lim
-    (the networks' seed is part of the preset).
+    content's length. ``seed`` draws the noise start, the random phase of
+    bins the edit fills and random-phase Griffin-Lim (the networks' seed is part of the preset).
     """
     style.require(preset)
     config = preset.analysis
@@ -85,7 +87,12 @@ def stylize(
     content = validate_audio(content, "content", min_samples=config.n_fft(sample_rate))
     spectrum = analyse(content, sample_rate, config)
     began = time.monotonic()
-    anchor = colour_toward(spectrum.logmag, style, preset, preset.colour * min(preset.style_weight, 1.0))
+    strength = preset.colour * min(preset.style_weight, 1.0)
+    anchor = colour_toward(spectrum.logmag, style, preset, strength)
+    upper = None
+    if preset.ceiling and style.ceiling is not None:
+        limit = ceiling_limit(spectrum.logmag, style.ceiling, min(preset.style_weight, 1.0))
+        anchor, upper = np.minimum(anchor, limit), torch.from_numpy(limit).to(device)
     nets = get_pool(config.channels, preset.network, config.max_freq_hz)
     if device != "cpu":  # the shared pool stays on the CPU; this run gets its own copies
         nets = [copy.deepcopy(net).to(device) for net in nets]
@@ -99,7 +106,7 @@ def stylize(
         start = anchor_tensor
     # From the content with no style pull, every step would leave it where it is.
     iterations = 0 if preset.style_weight == 0 and preset.init == "content" else preset.iterations
-    result = optimise(start, objective, iterations, preset.learning_rate, preset.optimizer, callback)
+    result = optimise(start, objective, iterations, preset.learning_rate, preset.optimizer, callback, upper=upper)
     seconds = time.monotonic() - began
     output_logmag = result.spectrogram.cpu().numpy()
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,
