@@ -362,13 +362,19 @@ def test_target_save_and_load_round_trip(tmp_path, style_a):
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
 
 
-def test_a_target_saved_before_the_ceiling_still_loads_and_stylises(tmp_path, clips, style_a):
-    path = style_a.save(tmp_path / "a.npz")
+def _as_format_1(path: Path) -> None:
+    """Rewrite a saved target as the first format wrote it: no ceiling."""
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files if name != "ceiling"}
     meta = json.loads(str(arrays["meta"]))
     arrays["meta"] = np.array(json.dumps(meta | {"format": 1}))
-    np.savez(path, **arrays)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_a_target_saved_before_the_ceiling_still_loads_and_stylises(tmp_path, clips, style_a):
+    path = style_a.save(tmp_path / "a.npz")
+    _as_format_1(path)
     old = StyleTarget.load(path)
     assert old.ceiling is None
     audio, rate = clips["content"]
@@ -431,7 +437,7 @@ def test_cache_keys_differ_by_audio_and_settings(tmp_path, clips):
     assert len(keys) == 3
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings", "no-ceiling"])
 def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_a, caplog, damage):
     cache = StyleCache(tmp_path)
     path = cache.key_path([clips["style"]], SMALL)
@@ -442,6 +448,9 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_
         path.write_bytes(os.urandom(300))
     elif damage == "foreign":
         np.savez(path, meta=np.array('{"format": 99}'), grams=np.zeros((2, 2)))
+    elif damage == "no-ceiling":  # a first-format file: loadable, but the cache can do better
+        style_a.save(path)
+        _as_format_1(path)
     else:
         learn_style([clips["style"]], OTHER).save(path)
     with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
@@ -449,7 +458,9 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_
     assert any(record.levelno == logging.WARNING and "recomputing" in record.getMessage() for record in caplog.records)
     torch.testing.assert_close(target.grams, style_a.grams)
     # the bad file was replaced by a good one
-    torch.testing.assert_close(StyleTarget.load(path).grams, style_a.grams)
+    replaced = StyleTarget.load(path)
+    torch.testing.assert_close(replaced.grams, style_a.grams)
+    assert replaced.ceiling is not None
     _no_temporaries(tmp_path)
 
 

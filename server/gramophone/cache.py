@@ -59,10 +59,10 @@ class StyleCache:
         if path.exists():
             try:
                 target = StyleTarget.load(path)
-                if target.compatible_with(preset):
+                if target.compatible_with(preset) and target.ceiling is not None:
                     target.name = name
                     return target
-                log.warning("cache file %s has other settings; recomputing", path)
+                log.warning("cache file %s has other settings or an older format; recomputing", path)
             except ValueError as error:
                 log.warning("%s; recomputing", error)
         target = learn_style(sources, preset, name=name)
