@@ -21,6 +21,7 @@ from gramophone import metrics
 from gramophone.analysis import analyse
 from gramophone.audio import AudioError, load_audio
 from gramophone.cache import StyleCache, check_name
+from gramophone.levels import BLEND_DB, QUIET_DB, level_at, to_db, top_level
 from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
 from gramophone.objective import content_loss, gram, style_loss
 from gramophone.optimize import Objective, optimise
@@ -312,9 +313,11 @@ def test_learning_needs_a_clip():
         learn_style([], SMALL)
 
 
-def test_mixture_blends_the_ceilings(style_a, style_b):
+def test_mixture_blends_the_ceilings_and_level_histograms(style_a, style_b):
     half = mix_targets([(style_a, 1), (style_b, 1)])
     np.testing.assert_allclose(half.ceiling, (style_a.ceiling + style_b.ceiling) / 2, rtol=1e-6)
+    np.testing.assert_allclose(half.levels, (style_a.levels + style_b.levels) / 2, rtol=1e-6)
+    np.testing.assert_allclose(half.levels.sum(axis=1), 1.0, rtol=1e-5)  # still a distribution per channel
 
 
 def test_mixture_with_weight_one_and_zero_is_the_first_target(style_a, style_b):
@@ -358,25 +361,30 @@ def test_target_save_and_load_round_trip(tmp_path, style_a):
     for field in ("name", "key", "source_hash", "sample_rate", "frames"):
         assert getattr(loaded, field) == getattr(style_a, field), field
     np.testing.assert_array_equal(loaded.ceiling, style_a.ceiling)
+    np.testing.assert_array_equal(loaded.levels, style_a.levels)
     assert loaded.compatible_with(SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
 
 
-def _as_format_1(path: Path) -> None:
-    """Rewrite a saved target as the first format wrote it: no ceiling."""
+OLDER_FORMATS = {1: ("ceiling", "levels"), 2: ("levels",)}  # what each earlier format did not store
+
+
+def _as_older_format(path: Path, version: int) -> None:
+    """Rewrite a saved target as format ``version`` wrote it."""
     with np.load(path) as data:
-        arrays = {name: data[name] for name in data.files if name != "ceiling"}
+        arrays = {name: data[name] for name in data.files if name not in OLDER_FORMATS[version]}
     meta = json.loads(str(arrays["meta"]))
-    arrays["meta"] = np.array(json.dumps(meta | {"format": 1}))
+    arrays["meta"] = np.array(json.dumps(meta | {"format": version}))
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
 
 
-def test_a_target_saved_before_the_ceiling_still_loads_and_stylises(tmp_path, clips, style_a):
+@pytest.mark.parametrize("version", sorted(OLDER_FORMATS))
+def test_a_target_saved_in_an_older_format_still_loads_and_stylises(tmp_path, clips, style_a, version):
     path = style_a.save(tmp_path / "a.npz")
-    _as_format_1(path)
+    _as_older_format(path, version)
     old = StyleTarget.load(path)
-    assert old.ceiling is None
+    assert old.levels is None and (old.ceiling is None) == (version == 1)
     audio, rate = clips["content"]
     assert stylize(audio, rate, old, SMALL).audio.shape == audio.shape
 
@@ -390,6 +398,25 @@ def test_stylize_holds_the_output_under_the_style_range(clips):
     assert np.all(held.output_logmag <= quiet.ceiling[:, None] + 1e-6)
     free = stylize(audio, rate, quiet, dataclasses.replace(SMALL, ceiling=False))
     assert np.sqrt(np.mean(held.audio**2)) < 0.2 * np.sqrt(np.mean(free.audio**2))
+
+
+def level_distance(logmag: np.ndarray, style: StyleTarget) -> float:
+    """Mean over channels and percentiles of how far the output's dB levels lie from the style's."""
+    share = np.linspace(0.02, 0.98, 49)
+    ours = np.quantile(to_db(logmag[0]), share, axis=1).T  # (channels, percentiles)
+    theirs = level_at(style.levels, np.broadcast_to(share, ours.shape))
+    return float(np.mean(np.abs(ours - theirs)))
+
+
+def test_stylize_maps_the_quiet_levels_toward_the_style_and_leaves_the_loud_ones(clips, style_a):
+    preset = dataclasses.replace(SMALL, colour_warmup_seconds=0.1)  # two-second clips: no long ramp-in
+    audio, rate = clips["content"]
+    mapped = stylize(audio, rate, style_a, preset).output_logmag
+    plain = stylize(audio, rate, style_a, dataclasses.replace(preset, levels=False)).output_logmag
+    loud = to_db(plain) >= top_level(style_a.levels) - QUIET_DB + BLEND_DB
+    assert loud.any() and (~loud).any()
+    np.testing.assert_allclose(mapped[loud], plain[loud], atol=1e-4)
+    assert level_distance(mapped, style_a) < 0.75 * level_distance(plain, style_a)  # measured: 0.57
 
 
 @pytest.mark.parametrize("kind", ["garbage", "foreign", "empty"])
@@ -437,7 +464,7 @@ def test_cache_keys_differ_by_audio_and_settings(tmp_path, clips):
     assert len(keys) == 3
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings", "no-ceiling"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings", "format-1", "format-2"])
 def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_a, caplog, damage):
     cache = StyleCache(tmp_path)
     path = cache.key_path([clips["style"]], SMALL)
@@ -448,9 +475,9 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_
         path.write_bytes(os.urandom(300))
     elif damage == "foreign":
         np.savez(path, meta=np.array('{"format": 99}'), grams=np.zeros((2, 2)))
-    elif damage == "no-ceiling":  # a first-format file: loadable, but the cache can do better
+    elif damage.startswith("format-"):  # an older file: loadable, but the cache can do better
         style_a.save(path)
-        _as_format_1(path)
+        _as_older_format(path, int(damage[-1]))
     else:
         learn_style([clips["style"]], OTHER).save(path)
     with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
@@ -460,7 +487,7 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_
     # the bad file was replaced by a good one
     replaced = StyleTarget.load(path)
     torch.testing.assert_close(replaced.grams, style_a.grams)
-    assert replaced.ceiling is not None
+    assert replaced.ceiling is not None and replaced.levels is not None
     _no_temporaries(tmp_path)
 
 

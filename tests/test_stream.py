@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from gramophone import metrics
+from gramophone.analysis import analyse
 from gramophone.audio import load_audio
+from gramophone.levels import level_at, to_db
 from gramophone.network import NetworkConfig
 from gramophone.params import Parameters
 from gramophone.presets import PRESETS, get_preset
@@ -133,6 +135,24 @@ def test_the_stream_holds_the_output_under_the_style_range(speech):
     _, held = run(processor(quiet), clip, content_rate, 512)
     _, free = run(processor(quiet, preset=dataclasses.replace(SMALL, ceiling=False)), clip, content_rate, 512)
     assert np.sqrt(np.mean(held**2)) < 0.2 * np.sqrt(np.mean(free**2))
+
+
+def test_the_stream_maps_its_quiet_levels_toward_the_style(speech):
+    audio, rate = speech["style"]
+    style = learn_style([(audio[:, : 3 * rate], rate)], SMALL, name="style")
+    content, content_rate = speech["content"]
+    clip = content[:, : 3 * content_rate]
+    preset = dataclasses.replace(SMALL, colour_warmup_seconds=0.2)
+
+    def distance(output: np.ndarray) -> float:
+        """Mean over channels and percentiles of how far the output's dB levels lie from the style's."""
+        share = np.linspace(0.02, 0.98, 49)
+        ours = np.quantile(to_db(analyse(output, content_rate, preset.analysis).logmag[0]), share, axis=1).T
+        return float(np.mean(np.abs(ours - level_at(style.levels, np.broadcast_to(share, ours.shape)))))
+
+    _, mapped = run(processor(style, preset=preset), clip, content_rate, 512)
+    _, plain = run(processor(style, preset=dataclasses.replace(preset, levels=False)), clip, content_rate, 512)
+    assert distance(mapped) < 0.75 * distance(plain)  # measured: 0.65
 
 
 def test_the_effect_on_changes_the_output(style_a):

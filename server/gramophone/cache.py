@@ -59,7 +59,7 @@ class StyleCache:
         if path.exists():
             try:
                 target = StyleTarget.load(path)
-                if target.compatible_with(preset) and target.ceiling is not None:
+                if target.compatible_with(preset) and target.ceiling is not None and target.levels is not None:
                     target.name = name
                     return target
                 log.warning("cache file %s has other settings or an older format; recomputing", path)

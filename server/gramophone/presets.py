@@ -4,7 +4,8 @@
   docs/quality.md): a closed-form colouring of the spectral envelope toward the style,
   then Adam from the content against a pool of eight small random networks, one per step,
   each reading 128 mel-band averages of the grid (the same effect as reading all 513
-  channels, at about half the cost).
+  channels, at about half the cost); held under the style's range, and each channel's
+  quiet levels mapped onto the style's.
 - ``article``: the article's network and settings (``../shared/seed/recipe.md``), minus
   its two bugs: the spectrogram is not clamped to [0, 1] before each step (on log1p
   magnitudes that capped every bin at e − 1) and the loss weights are applied once, not
@@ -43,6 +44,7 @@ class Preset:
     colour_window_seconds: float = 8.0  # time constant of the running content statistics it colours from
     colour_warmup_seconds: float = 2.0  # the colouring ramps in over this much audio, while statistics are thin
     ceiling: bool = False  # hold the output under the style's range, channel by channel (ceiling.py)
+    levels: bool = False  # map the output's quiet levels onto the style's, channel by channel (levels.py)
     phase: str = "content"
     griffin_lim_iterations: int = 32
     griffin_lim_init: str = "content"
@@ -82,7 +84,7 @@ PRESETS: dict[str, Preset] = {
     "default": Preset(
         name="default",
         description="colouring toward the style, then Adam from the content over a pool of 8 random 512-filter nets "
-                    "reading 128 mel bands, held under the style's range",
+                    "reading 128 mel bands, held under the style's range, quiet levels mapped onto the style's",
         analysis=AnalysisConfig(window_ms=1024 / 22050 * 1000, overlap=4, max_freq_hz=11025.0),
         network=NetworkConfig(filters=512, kernel=11, pool=8, seed=0, input_bands=128),
         style_weight=1.0,
@@ -91,6 +93,7 @@ PRESETS: dict[str, Preset] = {
         learning_rate=0.08,
         colour=1.0,
         ceiling=True,
+        levels=True,
     ),
     "article": Preset(
         name="article",

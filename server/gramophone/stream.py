@@ -15,7 +15,9 @@ How a block becomes stylised audio:
    of a few hundred milliseconds cannot carry a whole style's statistics, and rewriting
    its frames one by one fools the networks; a correction shared across time, trained on
    a window longer than the chunk, carries the effect of every past step forward. Both
-   stay under the style's range (``ceiling.py``) when the preset asks.
+   stay under the style's range (``ceiling.py``) when the preset asks. Then the chunk's
+   quiet levels are mapped onto the style's, channel by channel, from a running histogram
+   of the output (``levels.py``).
 3. The edited frames are resynthesised with the input's own phase (random where the edit
    filled a bin the input left nearly empty: ``analysis.fill_phase``) and overlap-added on
    the same grid, so chunk boundaries leave no seam; with the effect off the overlap-add
@@ -48,7 +50,7 @@ from .objective import content_loss, gram, style_loss
 from .params import Parameters
 from .presets import Preset, get_preset
 from .style import StyleTarget, mix_targets
-from .stylize import running_colour
+from .stylize import running_colour, running_levels
 
 MODES = ("live", "render")
 MIN_BLOCK, MAX_BLOCK = 32, 8192
@@ -162,6 +164,7 @@ class StreamProcessor:
         self.min_window = self.preset.network.receptive_field  # frames a network needs for one output
         self.window_frames = max(self.min_window, round(self.config.window_seconds * sample_rate / self.hop))
         self._colour = running_colour(self.preset, self.config.chunk_frames)
+        self._levels = running_levels(self.preset, self.config.chunk_frames)
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
         self.prepared_budget = self.params.get("budget")
@@ -213,6 +216,7 @@ class StreamProcessor:
             self._correction = torch.zeros(1, self.preset.analysis.channels, 1, requires_grad=True)
             self._adam = torch.optim.Adam([self._correction], lr=self.params.get("learning_rate"))
             self._colour.reset()
+            self._levels.reset()
             self._phase_rng = np.random.default_rng(0)  # fill_phase's draws: a render repeats exactly
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
@@ -377,7 +381,7 @@ class StreamProcessor:
         planned = self._plans_steps(values)
         live_late = self.mode == "live" and planned and steps == 0
         edited = torch.minimum(anchor + self._correction.detach(), limit) if values["style_weight"] > 0 else anchor
-        self._synthesise(first, spectra, logmag, edited.numpy())
+        self._synthesise(first, spectra, logmag, self._match_levels(edited.numpy(), limit.numpy(), style, values))
         self._next_frame += count
         self._finish_seconds = _smooth(self._finish_seconds, time.monotonic() - finishing)
         seconds = count * self.hop / self.sample_rate
@@ -388,6 +392,12 @@ class StreamProcessor:
         self._iterations_total += steps
         self._late += int(live_late)
         self._trim_input()
+
+    def _match_levels(self, edited: np.ndarray, limit: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
+        """The chunk's quiet levels mapped onto the style's (``levels.py``), still under the limit."""
+        if not self.preset.levels or style.levels is None:
+            return edited
+        return np.minimum(self._levels.apply(edited, style.levels, min(values["style_weight"], 1.0)), limit)
 
     def _limit(self, logmag: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
         """The most each of the chunk's bins may reach: the style's range, or no bound."""

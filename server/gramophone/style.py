@@ -23,11 +23,12 @@ import torch
 from .analysis import analyse
 from .audio import AudioError, resample, validate_audio
 from .ceiling import style_ceiling
+from .levels import LevelHistogram, to_db
 from .colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
 
-FORMAT_VERSION = 2  # 2 added the ceiling; version 1 files still load, without one
+FORMAT_VERSION = 3  # 2 added the ceiling, 3 the level histogram; older files still load, without them
 
 
 @dataclass
@@ -42,6 +43,7 @@ class StyleTarget:
     sample_rate: int  # the rate it was learned at (the channel grid is the same at every rate)
     frames: int
     ceiling: np.ndarray | None = None  # (channels,) the style's widened peak log1p magnitudes (ceiling.py)
+    levels: np.ndarray | None = None  # (channels, levels.BINS) each channel's dB level histogram, as shares (levels.py)
 
     def compatible_with(self, preset: Preset) -> bool:
         """True when ``preset`` analyses and featurises exactly as this target was learned."""
@@ -59,7 +61,8 @@ class StyleTarget:
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
         try:
             with os.fdopen(descriptor, "wb") as handle:
-                arrays = {"ceiling": self.ceiling} if self.ceiling is not None else {}
+                arrays = {name: value for name, value in (("ceiling", self.ceiling), ("levels", self.levels))
+                          if value is not None}
                 np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
                          band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)), **arrays)
             os.replace(temporary, path)
@@ -74,14 +77,15 @@ class StyleTarget:
         try:
             with np.load(Path(path), allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                if meta.get("format") not in (1, FORMAT_VERSION):
+                if meta.get("format") not in range(1, FORMAT_VERSION + 1):
                     raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
                 grams = torch.from_numpy(np.array(data["grams"], dtype=np.float32))
                 bands = BandStats(mean=np.array(data["band_mean"]), covariance=np.array(data["band_covariance"]),
                                   count=float(meta["band_count"]))
-                ceiling = np.array(data["ceiling"], dtype=np.float32) if "ceiling" in data.files else None
+                ceiling, levels = (np.array(data[name], dtype=np.float32) if name in data.files else None
+                                   for name in ("ceiling", "levels"))
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
-                       sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling)
+                       sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling, levels=levels)
         except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
 
@@ -107,6 +111,7 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
     sums: torch.Tensor | None = None
     band_frames = []
     peaks = np.zeros(config.channels, dtype=np.float32)
+    levels = LevelHistogram(config.channels)
     frames = 0
     basis = None
     for index, (audio, sample_rate) in enumerate(sources):
@@ -124,11 +129,13 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
         frames += _feature_frames(spectrum.frames, preset) * logmag.shape[0]
         band_frames.append(basis.to_bands @ spectrum.logmag)
         peaks = np.maximum(peaks, spectrum.logmag.max(axis=(0, 2)))
+        for channel_logmag in spectrum.logmag:
+            levels.add(to_db(channel_logmag))
     grams = (sums / max(frames, 1)).float()
     bands = BandStats.of(np.concatenate(band_frames, axis=-1))
     return StyleTarget(name=name, grams=grams, bands=bands, key=json.loads(json.dumps(preset.target_key())),
                        source_hash=audio_hash(sources), sample_rate=int(sources[0][1]), frames=frames,
-                       ceiling=style_ceiling(peaks, config.window_ms))
+                       ceiling=style_ceiling(peaks, config.window_ms), levels=levels.shares())
 
 
 def _feature_frames(frames: int, preset: Preset) -> int:
@@ -163,8 +170,11 @@ def mix_targets(parts: list[tuple[StyleTarget, float]], name: str | None = None)
     ceilings = [target.ceiling for target, _ in normalised]
     # A blend between the styles' ranges, as their statistics blend; none if any style lacks one.
     ceiling = None if any(c is None for c in ceilings) else sum(w * c for (_, w), c in zip(normalised, ceilings))
+    histograms = [target.levels for target, _ in normalised]  # the mixture of their level distributions
+    levels = None if any(h is None for h in histograms) else sum(w * h for (_, w), h in zip(normalised, histograms))
     label = name or "+".join(f"{weight:g}*{target.name}" for target, weight in parts)
     return StyleTarget(name=label, grams=grams, bands=bands, key=first.key,
                        source_hash=hashlib.sha256("".join(f"{t.source_hash}:{w:.6f}" for t, w in normalised).encode()).hexdigest(),
                        sample_rate=first.sample_rate, frames=sum(target.frames for target, _ in parts),
-                       ceiling=None if ceiling is None else ceiling.astype(np.float32))
+                       ceiling=None if ceiling is None else ceiling.astype(np.float32),
+                       levels=None if levels is None else levels.astype(np.float32))

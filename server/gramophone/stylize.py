@@ -1,7 +1,8 @@
 """The offline pipeline: a content clip and a style target in, stylised audio out.
 
-analyse → colour (closed form) → optimise (gram steps) → resynthesise, held under the
-style's range throughout when the preset asks (``ceiling.py``).
+analyse → colour (closed form) → optimise (gram steps) → map the quiet levels onto the
+style's (``levels.py``) → resynthesise, held under the style's range throughout when the
+preset asks (``ceiling.py``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from .analysis import analyse, synthesise
 from .audio import resample, validate_audio
 from .ceiling import ceiling_limit
 from .colour import BandBasis, RunningColour
+from .levels import RunningLevelMatch
 from .network import get_pool
 from .optimize import Callback, Objective, Result, optimise
 from .presets import Preset
 from .style import StyleTarget
 
-COLOUR_CHUNK_FRAMES = 8  # offline colouring steps through the clip like a live stream's default chunk
+COLOUR_CHUNK_FRAMES = 8  # offline colouring and level matching step through the clip like a live stream's default chunk
 
 
 @dataclass
@@ -33,7 +35,7 @@ class StylizeResult:
     content_logmag: np.ndarray  # (channels, grid channels, frames): for plots
     output_logmag: np.ndarray
     optimisation: Result
-    seconds: float  # wall time of colouring + optimisation (what the benchmark's RTF counts)
+    seconds: float  # wall time of colouring + optimisation + level matching (what the benchmark's RTF counts)
 
     @property
     def interrupted(self) -> bool:
@@ -63,6 +65,23 @@ def running_colour(preset: Preset, chunk_frames: int = 8) -> RunningColour:
     chunk_seconds = chunk_frames * config.hop_ms / 1000
     return RunningColour(basis, math.exp(-chunk_seconds / preset.colour_window_seconds),
                          warmup_frames=round(preset.colour_warmup_seconds * 1000 / config.hop_ms))
+
+
+def match_levels(logmag: np.ndarray, style: StyleTarget, preset: Preset, strength: float) -> np.ndarray:
+    """The quiet levels of ``logmag`` mapped onto the style's, chunk by chunk, as the live path does."""
+    if not preset.levels or style.levels is None or strength <= 0:
+        return logmag
+    matcher = running_levels(preset)
+    return np.concatenate([matcher.apply(logmag[..., start:start + COLOUR_CHUNK_FRAMES], style.levels, strength)
+                           for start in range(0, logmag.shape[-1], COLOUR_CHUNK_FRAMES)], axis=-1)
+
+
+def running_levels(preset: Preset, chunk_frames: int = 8) -> RunningLevelMatch:
+    """The preset's level matching for chunks of ``chunk_frames`` frames, over the colouring's window."""
+    config = preset.analysis
+    chunk_seconds = chunk_frames * config.hop_ms / 1000
+    return RunningLevelMatch(config.channels, math.exp(-chunk_seconds / preset.colour_window_seconds),
+                             warmup_frames=round(preset.colour_warmup_seconds * 1000 / config.hop_ms))
 
 
 def stylize(
@@ -107,8 +126,10 @@ def stylize(
     # From the content with no style pull, every step would leave it where it is.
     iterations = 0 if preset.style_weight == 0 and preset.init == "content" else preset.iterations
     result = optimise(start, objective, iterations, preset.learning_rate, preset.optimizer, callback, upper=upper)
+    output_logmag = match_levels(result.spectrogram.cpu().numpy(), style, preset, min(preset.style_weight, 1.0))
+    if upper is not None:  # a mapped level may sit up to a histogram bin above the style's peak
+        output_logmag = np.minimum(output_logmag, limit)
     seconds = time.monotonic() - began
-    output_logmag = result.spectrogram.cpu().numpy()
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,
                        griffin_lim_init=preset.griffin_lim_init, seed=seed)
     return StylizeResult(audio=audio, sample_rate=sample_rate, content_logmag=spectrum.logmag,

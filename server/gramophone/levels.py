@@ -1,0 +1,135 @@
+"""The style's quiet levels, channel by channel: histogram matching below the loud range.
+
+Colouring and gram steps work on log1p magnitudes, which are linear below 1: a bin 40 dB
+under the loudest and one 80 dB under differ there by almost nothing, while a dB view (the
+ear's, and the MFCCs') tells a noise floor, a breath or a hiss from silence. So below
+``QUIET_DB`` under the style's loudest level, each channel's output levels are mapped onto
+the style's by quantile: a bin at the output's p-th percentile in its channel takes the
+style's p-th percentile there. The loud range, where words and notes live, is left to the
+colouring and the steps. Measured in docs/quality.md (section 6).
+
+The output's percentiles come from a running, decayed histogram per channel, so the live
+stream and the offline path map alike; its strength ramps in while the histogram is thin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOOR = 1e-2  # magnitude added before the dB conversion: −40 dB in grid units, far under any audible bin
+LOW_DB, HIGH_DB, STEP_DB = -40.0, 100.0, 0.5  # histogram range and resolution, in grid dB
+QUIET_DB = 40.0  # mapped in full from this far under the style's loudest level ...
+BLEND_DB = 10.0  # ... and not at all from BLEND_DB closer to it, with a straight blend between
+BINS = int(round((HIGH_DB - LOW_DB) / STEP_DB))
+
+
+def to_db(logmag: np.ndarray) -> np.ndarray:
+    """Grid log1p magnitudes as dB (with ``FLOOR`` added, so silence is finite)."""
+    return (20.0 * np.log10(np.expm1(np.maximum(logmag, 0.0)) + FLOOR)).astype(np.float32)
+
+
+def from_db(level: np.ndarray) -> np.ndarray:
+    """The inverse of ``to_db``."""
+    return np.log1p(np.maximum(10.0 ** (level / 20.0) - FLOOR, 0.0)).astype(np.float32)
+
+
+def _channels_first(logmag: np.ndarray) -> np.ndarray:
+    """``(..., channels, frames)`` as ``(channels, everything else)``: audio channels pooled."""
+    return np.moveaxis(logmag, -2, 0).reshape(logmag.shape[-2], -1)
+
+
+class LevelHistogram:
+    """Per-channel histograms of dB levels, optionally decayed chunk by chunk."""
+
+    def __init__(self, channels: int) -> None:
+        self.counts = np.zeros((channels, BINS), dtype=np.float64)
+
+    def add(self, levels: np.ndarray, decay: float = 1.0) -> None:
+        """Fold ``(channels, frames)`` dB levels in, after scaling the past by ``decay``."""
+        channels = self.counts.shape[0]
+        index = np.clip(((levels - LOW_DB) / STEP_DB).astype(np.int64), 0, BINS - 1)
+        flat = (np.arange(channels)[:, None] * BINS + index).ravel()
+        self.counts *= decay
+        self.counts += np.bincount(flat, minlength=channels * BINS).reshape(channels, BINS)
+
+    def percentiles(self, levels: np.ndarray) -> np.ndarray:
+        """Where each of ``(channels, frames)`` levels falls in its channel's histogram, 0–1."""
+        total = np.maximum(self.counts.sum(axis=1, keepdims=True), 1e-12)
+        below = np.cumsum(self.counts, axis=1) - self.counts  # mass of the bins under each bin
+        position = np.clip((levels - LOW_DB) / STEP_DB, 0.0, BINS - 1e-6)
+        index = position.astype(np.int64)
+        inside = position - index  # the level's place within its bin, spreading the bin's mass
+        mass = np.take_along_axis(self.counts, index, axis=1)
+        return (np.take_along_axis(below, index, axis=1) + inside * mass) / total
+
+    def shares(self) -> np.ndarray:
+        """Each channel's histogram as shares of its total: ``(channels, BINS)``."""
+        return (self.counts / np.maximum(self.counts.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def style_levels(logmags: list[np.ndarray]) -> np.ndarray:
+    """A style's level histogram ``(channels, BINS)``, as shares, from its clips' grids ``(..., channels, frames)``."""
+    histogram = LevelHistogram(logmags[0].shape[-2])
+    for logmag in logmags:
+        histogram.add(_channels_first(to_db(logmag)))
+    return histogram.shares()
+
+
+def level_at(shares: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
+    """The level at each of ``(channels, frames)`` percentiles of each channel's histogram.
+
+    The inverse of ``LevelHistogram.percentiles``, interpolated within bins. Stored as a
+    full histogram, not a few quantiles: the quiet tail this maps is a few percent of the
+    frames, and a coarse quantile grid put its levels off by up to 17 dB.
+    """
+    channels = shares.shape[0]
+    cumulative = np.cumsum(shares, axis=1, dtype=np.float64)
+    cumulative /= np.maximum(cumulative[:, -1:], 1e-12)
+    # One searchsorted for every channel at once: channel c's sums are shifted up by 2c.
+    shift = 2.0 * np.arange(channels)[:, None]
+    wanted = np.clip(percentiles, 1e-9, 1.0 - 1e-9)  # the ends are the lowest and highest filled bins
+    found = np.searchsorted((cumulative + shift).ravel(), (wanted + shift).ravel()).reshape(wanted.shape)
+    index = np.clip(found - np.arange(channels)[:, None] * BINS, 0, BINS - 1)
+    share = np.take_along_axis(shares, index, axis=1)
+    before = np.take_along_axis(cumulative, index, axis=1) - share
+    inside = np.clip((wanted - before) / np.maximum(share, 1e-12), 0.0, 1.0)
+    return (LOW_DB + STEP_DB * (index + inside)).astype(np.float32)
+
+
+def top_level(shares: np.ndarray) -> float:
+    """The loudest level any channel of the histogram reaches (its highest filled bin's upper edge)."""
+    filled = np.flatnonzero(shares.any(axis=0))
+    return LOW_DB + STEP_DB * (int(filled.max()) + 1) if filled.size else LOW_DB
+
+
+class RunningLevelMatch:
+    """Maps each chunk's quiet levels onto the style's, from the output's running histogram.
+
+    ``decay`` is how much of the histogram survives each chunk (the running window);
+    the mapping ramps in over the first ``warmup_frames`` frames.
+    """
+
+    def __init__(self, channels: int, decay: float, warmup_frames: int) -> None:
+        self.channels = channels
+        self.decay = decay
+        self.warmup_frames = max(warmup_frames, 1)
+        self.reset()
+
+    def reset(self) -> None:
+        self.histogram = LevelHistogram(self.channels)
+        self.frames = 0
+
+    def apply(self, logmag: np.ndarray, style: np.ndarray, strength: float) -> np.ndarray:
+        """Fold ``(..., channels, frames)`` into the histogram; return it with its quiet levels mapped."""
+        levels = _channels_first(to_db(logmag))
+        self.histogram.add(levels, self.decay)
+        self.frames += logmag.shape[-1]
+        trust = strength * min(1.0, self.frames / self.warmup_frames)
+        if trust <= 0:
+            return logmag
+        mapped = level_at(style, self.histogram.percentiles(levels))
+        top = top_level(style)
+        quiet = np.clip((top - QUIET_DB - levels) / BLEND_DB + 1.0, 0.0, 1.0)
+        out = levels + trust * quiet * (mapped - levels)
+        shape = (logmag.shape[-2], *logmag.shape[:-2], logmag.shape[-1])
+        return np.moveaxis(from_db(out).reshape(shape), 0, -2)
