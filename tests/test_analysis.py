@@ -9,8 +9,7 @@ import pytest
 from gramophone.analysis import FILL_FULL, FILL_START, AnalysisConfig, analyse, fill_phase, griffin_lim, synthesise
 from gramophone.ceiling import ceiling_limit, style_ceiling
 from gramophone.colour import MAX_CHANGE, BandBasis, BandStats, RunningColour, colour_transform
-from gramophone.levels import (QUIET_DB, LevelHistogram, RunningLevelMatch, from_db, level_at, style_levels, to_db,
-                               top_level)
+from gramophone.levels import QUIET_DB, LevelHistogram, LevelTable, RunningLevelMatch, from_db, style_levels, to_db
 
 RATES = (16000, 22050, 44100, 48000)
 CONFIG = AnalysisConfig()
@@ -163,7 +162,7 @@ def test_histogram_percentiles_and_levels_are_inverses():
     assert np.all((percentiles >= 0) & (percentiles <= 1))
     # order within each channel is kept, and the levels come back from their percentiles
     assert np.all(np.diff(percentiles[0][np.argsort(levels[0])]) >= 0)
-    np.testing.assert_allclose(level_at(histogram.shares(), percentiles), levels, atol=1e-3)
+    np.testing.assert_allclose(LevelTable(histogram.shares()).level_at(percentiles), levels, atol=1e-3)
 
 
 def test_histogram_decays_the_past():
@@ -189,7 +188,7 @@ def test_quiet_levels_take_the_style_distribution_and_loud_ones_stay():
     output_db = np.stack([rng.uniform(45, 55, frames), rng.uniform(-35, -25, frames)]).astype(np.float32)
     matcher = RunningLevelMatch(2, decay=1.0, warmup_frames=1)
     mapped = to_db(matcher.apply(levels_grid(output_db), style_levels([style]), 1.0))[0]
-    assert top_level(style_levels([style])) - QUIET_DB > -10  # so all of channel 1 is quiet: mapped in full
+    assert LevelTable(style_levels([style])).top - QUIET_DB > -10  # so all of channel 1 is quiet: mapped in full
     np.testing.assert_allclose(mapped[0], output_db[0], atol=1e-3)  # within the loud range: untouched
     assert mapped[1].min() > -20.5 and mapped[1].max() < -9.5
     assert np.all(np.diff(mapped[1][np.argsort(output_db[1])]) >= -1e-4)  # the order of the levels is kept

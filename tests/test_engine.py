@@ -21,7 +21,7 @@ from gramophone import metrics
 from gramophone.analysis import analyse
 from gramophone.audio import AudioError, load_audio
 from gramophone.cache import StyleCache, check_name
-from gramophone.levels import BLEND_DB, QUIET_DB, level_at, to_db, top_level
+from gramophone.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
 from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
 from gramophone.objective import content_loss, gram, style_loss
 from gramophone.optimize import Objective, optimise
@@ -404,7 +404,7 @@ def level_distance(logmag: np.ndarray, style: StyleTarget) -> float:
     """Mean over channels and percentiles of how far the output's dB levels lie from the style's."""
     share = np.linspace(0.02, 0.98, 49)
     ours = np.quantile(to_db(logmag[0]), share, axis=1).T  # (channels, percentiles)
-    theirs = level_at(style.levels, np.broadcast_to(share, ours.shape))
+    theirs = LevelTable(style.levels).level_at(np.broadcast_to(share, ours.shape))
     return float(np.mean(np.abs(ours - theirs)))
 
 
@@ -413,7 +413,7 @@ def test_stylize_maps_the_quiet_levels_toward_the_style_and_leaves_the_loud_ones
     audio, rate = clips["content"]
     mapped = stylize(audio, rate, style_a, preset).output_logmag
     plain = stylize(audio, rate, style_a, dataclasses.replace(preset, levels=False)).output_logmag
-    loud = to_db(plain) >= top_level(style_a.levels) - QUIET_DB + BLEND_DB
+    loud = to_db(plain) >= LevelTable(style_a.levels).top - QUIET_DB + BLEND_DB
     assert loud.any() and (~loud).any()
     np.testing.assert_allclose(mapped[loud], plain[loud], atol=1e-4)
     assert level_distance(mapped, style_a) < 0.75 * level_distance(plain, style_a)  # measured: 0.57
@@ -518,6 +518,19 @@ def test_named_styles(tmp_path, style_a, style_b):
     cache.delete_named("B")
     assert cache.names() == ["A"]
     _no_temporaries(tmp_path)
+
+
+def test_a_named_style_in_an_older_format_loads_with_a_warning(tmp_path, style_a, caplog):
+    cache = StyleCache(tmp_path)
+    cache.save_named(style_a)
+    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+        cache.load_named("A")
+    assert not caplog.records  # the current format: no warning
+    _as_older_format(cache.named_path("A"), 2)
+    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+        old = cache.load_named("A")
+    assert old.levels is None and torch.equal(old.grams, style_a.grams)
+    assert any("learn it again" in record.getMessage() for record in caplog.records)
 
 
 @pytest.mark.parametrize("name", ["../escape", "", ".hidden", "a/b", "x" * 65])

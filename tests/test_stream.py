@@ -17,7 +17,7 @@ import torch
 from gramophone import metrics
 from gramophone.analysis import analyse
 from gramophone.audio import load_audio
-from gramophone.levels import level_at, to_db
+from gramophone.levels import LevelTable, to_db
 from gramophone.network import NetworkConfig
 from gramophone.params import Parameters
 from gramophone.presets import PRESETS, get_preset
@@ -148,7 +148,7 @@ def test_the_stream_maps_its_quiet_levels_toward_the_style(speech):
         """Mean over channels and percentiles of how far the output's dB levels lie from the style's."""
         share = np.linspace(0.02, 0.98, 49)
         ours = np.quantile(to_db(analyse(output, content_rate, preset.analysis).logmag[0]), share, axis=1).T
-        return float(np.mean(np.abs(ours - level_at(style.levels, np.broadcast_to(share, ours.shape)))))
+        return float(np.mean(np.abs(ours - LevelTable(style.levels).level_at(np.broadcast_to(share, ours.shape)))))
 
     _, mapped = run(processor(style, preset=preset), clip, content_rate, 512)
     _, plain = run(processor(style, preset=dataclasses.replace(preset, levels=False)), clip, content_rate, 512)

@@ -82,6 +82,9 @@ class StyleCache:
             raise KeyError(name)
         target = StyleTarget.load(path)
         target.name = name
+        if target.ceiling is None or target.levels is None:  # it still works, with less of the effect
+            log.warning("style %r was saved by an older version (no range or level histogram); learn it again "
+                        "for the full effect", name)
         return target
 
     def names(self) -> list[str]:

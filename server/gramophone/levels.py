@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 FLOOR = 1e-2  # magnitude added before the dB conversion: −40 dB in grid units, far under any audible bin
-LOW_DB, HIGH_DB, STEP_DB = -40.0, 100.0, 0.5  # histogram range and resolution, in grid dB
+LOW_DB, HIGH_DB, STEP_DB = -40.0, 100.0, 1.0  # histogram range and resolution, in grid dB
 QUIET_DB = 40.0  # mapped in full from this far under the style's loudest level ...
 BLEND_DB = 10.0  # ... and not at all from BLEND_DB closer to it, with a straight blend between
 BINS = int(round((HIGH_DB - LOW_DB) / STEP_DB))
@@ -54,8 +54,9 @@ class LevelHistogram:
 
     def percentiles(self, levels: np.ndarray) -> np.ndarray:
         """Where each of ``(channels, frames)`` levels falls in its channel's histogram, 0–1."""
-        total = np.maximum(self.counts.sum(axis=1, keepdims=True), 1e-12)
-        below = np.cumsum(self.counts, axis=1) - self.counts  # mass of the bins under each bin
+        cumulative = np.cumsum(self.counts, axis=1)
+        total = np.maximum(cumulative[:, -1:], 1e-12)
+        below = cumulative - self.counts  # mass of the bins under each bin
         position = np.clip((levels - LOW_DB) / STEP_DB, 0.0, BINS - 1e-6)
         index = position.astype(np.int64)
         inside = position - index  # the level's place within its bin, spreading the bin's mass
@@ -75,31 +76,35 @@ def style_levels(logmags: list[np.ndarray]) -> np.ndarray:
     return histogram.shares()
 
 
-def level_at(shares: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
-    """The level at each of ``(channels, frames)`` percentiles of each channel's histogram.
+class LevelTable:
+    """A histogram ``(channels, BINS)`` of shares, ready to turn percentiles back into levels.
 
-    The inverse of ``LevelHistogram.percentiles``, interpolated within bins. Stored as a
-    full histogram, not a few quantiles: the quiet tail this maps is a few percent of the
-    frames, and a coarse quantile grid put its levels off by up to 17 dB.
+    Kept as a full histogram, not a few quantiles: the quiet tail this maps is a few
+    percent of the frames, and a grid of 101 quantiles put its levels off by up to 17 dB.
+    Built once per style, as the cumulative sums are most of a lookup's cost.
     """
-    channels = shares.shape[0]
-    cumulative = np.cumsum(shares, axis=1, dtype=np.float64)
-    cumulative /= np.maximum(cumulative[:, -1:], 1e-12)
-    # One searchsorted for every channel at once: channel c's sums are shifted up by 2c.
-    shift = 2.0 * np.arange(channels)[:, None]
-    wanted = np.clip(percentiles, 1e-9, 1.0 - 1e-9)  # the ends are the lowest and highest filled bins
-    found = np.searchsorted((cumulative + shift).ravel(), (wanted + shift).ravel()).reshape(wanted.shape)
-    index = np.clip(found - np.arange(channels)[:, None] * BINS, 0, BINS - 1)
-    share = np.take_along_axis(shares, index, axis=1)
-    before = np.take_along_axis(cumulative, index, axis=1) - share
-    inside = np.clip((wanted - before) / np.maximum(share, 1e-12), 0.0, 1.0)
-    return (LOW_DB + STEP_DB * (index + inside)).astype(np.float32)
 
+    def __init__(self, shares: np.ndarray) -> None:
+        self.shares = shares
+        channels = shares.shape[0]
+        cumulative = np.cumsum(shares, axis=1, dtype=np.float64)
+        self.cumulative = cumulative / np.maximum(cumulative[:, -1:], 1e-12)
+        # One searchsorted serves every channel at once: channel c's sums are shifted up by 2c.
+        self._shift = 2.0 * np.arange(channels)[:, None]
+        self._flat = (self.cumulative + self._shift).ravel()
+        self._first_bin = np.arange(channels)[:, None] * BINS
+        filled = np.flatnonzero(shares.any(axis=0))
+        self.top = LOW_DB + STEP_DB * (int(filled.max()) + 1) if filled.size else LOW_DB  # the loudest bin's upper edge
 
-def top_level(shares: np.ndarray) -> float:
-    """The loudest level any channel of the histogram reaches (its highest filled bin's upper edge)."""
-    filled = np.flatnonzero(shares.any(axis=0))
-    return LOW_DB + STEP_DB * (int(filled.max()) + 1) if filled.size else LOW_DB
+    def level_at(self, percentiles: np.ndarray) -> np.ndarray:
+        """The level at each of ``(channels, frames)`` percentiles; the inverse of ``LevelHistogram.percentiles``."""
+        wanted = np.clip(percentiles, 1e-9, 1.0 - 1e-9)  # the ends are the lowest and highest filled bins
+        found = np.searchsorted(self._flat, (wanted + self._shift).ravel()).reshape(wanted.shape)
+        index = np.clip(found - self._first_bin, 0, BINS - 1)
+        share = np.take_along_axis(self.shares, index, axis=1)
+        before = np.take_along_axis(self.cumulative, index, axis=1) - share
+        inside = np.clip((wanted - before) / np.maximum(share, 1e-12), 0.0, 1.0)
+        return (LOW_DB + STEP_DB * (index + inside)).astype(np.float32)
 
 
 class RunningLevelMatch:
@@ -118,6 +123,7 @@ class RunningLevelMatch:
     def reset(self) -> None:
         self.histogram = LevelHistogram(self.channels)
         self.frames = 0
+        self._table: LevelTable | None = None
 
     def apply(self, logmag: np.ndarray, style: np.ndarray, strength: float) -> np.ndarray:
         """Fold ``(..., channels, frames)`` into the histogram; return it with its quiet levels mapped."""
@@ -127,9 +133,10 @@ class RunningLevelMatch:
         trust = strength * min(1.0, self.frames / self.warmup_frames)
         if trust <= 0:
             return logmag
-        mapped = level_at(style, self.histogram.percentiles(levels))
-        top = top_level(style)
-        quiet = np.clip((top - QUIET_DB - levels) / BLEND_DB + 1.0, 0.0, 1.0)
+        if self._table is None or self._table.shares is not style:  # a new style (or a crossfade's mixture)
+            self._table = LevelTable(style)
+        mapped = self._table.level_at(self.histogram.percentiles(levels))
+        quiet = np.clip((self._table.top - QUIET_DB - levels) / BLEND_DB + 1.0, 0.0, 1.0)
         out = levels + trust * quiet * (mapped - levels)
         shape = (logmag.shape[-2], *logmag.shape[:-2], logmag.shape[-1])
         return np.moveaxis(from_db(out).reshape(shape), 0, -2)
