@@ -520,6 +520,16 @@ def test_named_styles(tmp_path, style_a, style_b):
     _no_temporaries(tmp_path)
 
 
+def test_a_level_histogram_of_another_resolution_is_dropped_on_load(tmp_path, style_a):
+    path = style_a.save(tmp_path / "a.npz")
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays["levels"] = np.repeat(arrays["levels"], 2, axis=1) / 2  # as if saved with bins half as wide
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    assert StyleTarget.load(path).levels is None  # so the cache recomputes it instead of misreading it
+
+
 def test_a_named_style_in_an_older_format_loads_with_a_warning(tmp_path, style_a, caplog):
     cache = StyleCache(tmp_path)
     cache.save_named(style_a)

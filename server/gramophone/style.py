@@ -23,7 +23,7 @@ import torch
 from .analysis import analyse
 from .audio import AudioError, resample, validate_audio
 from .ceiling import style_ceiling
-from .levels import LevelHistogram, to_db
+from .levels import BINS, LevelHistogram, to_db
 from .colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
@@ -84,6 +84,8 @@ class StyleTarget:
                                   count=float(meta["band_count"]))
                 ceiling, levels = (np.array(data[name], dtype=np.float32) if name in data.files else None
                                    for name in ("ceiling", "levels"))
+                if levels is not None and levels.shape[-1] != BINS:  # another histogram resolution: unusable here
+                    levels = None
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
                        sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling, levels=levels)
         except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as error:
