@@ -59,7 +59,7 @@ class StyleCache:
         if path.exists():
             try:
                 target = StyleTarget.load(path)
-                if target.compatible_with(preset) and target.ceiling is not None and target.levels is not None:
+                if target.compatible_with(preset) and target.complete:
                     target.name = name
                     return target
                 log.warning("cache file %s has other settings or an older format; recomputing", path)
@@ -82,7 +82,7 @@ class StyleCache:
             raise KeyError(name)
         target = StyleTarget.load(path)
         target.name = name
-        if target.ceiling is None or target.levels is None:  # it still works, with less of the effect
+        if not target.complete:  # it still works, with less of the effect
             log.warning("style %r was saved by an older version (no range or level histogram); learn it again "
                         "for the full effect", name)
         return target

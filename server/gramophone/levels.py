@@ -52,16 +52,20 @@ class LevelHistogram:
         self.counts *= decay
         self.counts += np.bincount(flat, minlength=channels * BINS).reshape(channels, BINS)
 
+    def add_grid(self, logmag: np.ndarray) -> None:
+        """Fold in every level of a log1p grid ``(..., channels, frames)``, audio channels pooled."""
+        self.add(_channels_first(to_db(logmag)))
+
     def percentiles(self, levels: np.ndarray) -> np.ndarray:
         """Where each of ``(channels, frames)`` levels falls in its channel's histogram, 0–1."""
         cumulative = np.cumsum(self.counts, axis=1)
         total = np.maximum(cumulative[:, -1:], 1e-12)
-        below = cumulative - self.counts  # mass of the bins under each bin
         position = np.clip((levels - LOW_DB) / STEP_DB, 0.0, BINS - 1e-6)
         index = position.astype(np.int64)
         inside = position - index  # the level's place within its bin, spreading the bin's mass
         mass = np.take_along_axis(self.counts, index, axis=1)
-        return (np.take_along_axis(below, index, axis=1) + inside * mass) / total
+        below = np.take_along_axis(cumulative, index, axis=1) - mass  # the mass of the bins under the level's
+        return (below + inside * mass) / total
 
     def shares(self) -> np.ndarray:
         """Each channel's histogram as shares of its total: ``(channels, BINS)``."""
@@ -72,7 +76,7 @@ def style_levels(logmags: list[np.ndarray]) -> np.ndarray:
     """A style's level histogram ``(channels, BINS)``, as shares, from its clips' grids ``(..., channels, frames)``."""
     histogram = LevelHistogram(logmags[0].shape[-2])
     for logmag in logmags:
-        histogram.add(_channels_first(to_db(logmag)))
+        histogram.add_grid(logmag)
     return histogram.shares()
 
 

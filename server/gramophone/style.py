@@ -23,7 +23,7 @@ import torch
 from .analysis import analyse
 from .audio import AudioError, resample, validate_audio
 from .ceiling import style_ceiling
-from .levels import BINS, LevelHistogram, to_db
+from .levels import BINS, LevelHistogram
 from .colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
@@ -44,6 +44,11 @@ class StyleTarget:
     frames: int
     ceiling: np.ndarray | None = None  # (channels,) the style's widened peak log1p magnitudes (ceiling.py)
     levels: np.ndarray | None = None  # (channels, levels.BINS) each channel's dB level histogram, as shares (levels.py)
+
+    @property
+    def complete(self) -> bool:
+        """True when it carries everything the current format stores (older files lack a ceiling or levels)."""
+        return self.ceiling is not None and self.levels is not None
 
     def compatible_with(self, preset: Preset) -> bool:
         """True when ``preset`` analyses and featurises exactly as this target was learned."""
@@ -131,8 +136,7 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
         frames += _feature_frames(spectrum.frames, preset) * logmag.shape[0]
         band_frames.append(basis.to_bands @ spectrum.logmag)
         peaks = np.maximum(peaks, spectrum.logmag.max(axis=(0, 2)))
-        for channel_logmag in spectrum.logmag:
-            levels.add(to_db(channel_logmag))
+        levels.add_grid(spectrum.logmag)
     grams = (sums / max(frames, 1)).float()
     bands = BandStats.of(np.concatenate(band_frames, axis=-1))
     return StyleTarget(name=name, grams=grams, bands=bands, key=json.loads(json.dumps(preset.target_key())),
@@ -169,14 +173,20 @@ def mix_targets(parts: list[tuple[StyleTarget, float]], name: str | None = None)
     normalised = [(target, weight / total) for target, weight in parts]
     grams = sum(weight * target.grams for target, weight in normalised)
     bands = BandStats.mix([(target.bands, weight) for target, weight in normalised])
-    ceilings = [target.ceiling for target, _ in normalised]
-    # A blend between the styles' ranges, as their statistics blend; none if any style lacks one.
-    ceiling = None if any(c is None for c in ceilings) else sum(w * c for (_, w), c in zip(normalised, ceilings))
-    histograms = [target.levels for target, _ in normalised]  # the mixture of their level distributions
-    levels = None if any(h is None for h in histograms) else sum(w * h for (_, w), h in zip(normalised, histograms))
     label = name or "+".join(f"{weight:g}*{target.name}" for target, weight in parts)
     return StyleTarget(name=label, grams=grams, bands=bands, key=first.key,
                        source_hash=hashlib.sha256("".join(f"{t.source_hash}:{w:.6f}" for t, w in normalised).encode()).hexdigest(),
                        sample_rate=first.sample_rate, frames=sum(target.frames for target, _ in parts),
-                       ceiling=None if ceiling is None else ceiling.astype(np.float32),
-                       levels=None if levels is None else levels.astype(np.float32))
+                       ceiling=_blend([(target.ceiling, weight) for target, weight in normalised]),
+                       levels=_blend([(target.levels, weight) for target, weight in normalised]))
+
+
+def _blend(parts: list[tuple[np.ndarray | None, float]]) -> np.ndarray | None:
+    """``Σ wᵢ·xᵢ`` as float32, or None if any part lacks the array (a target from an older format).
+
+    For ceilings a blend between the styles' ranges; for level histograms the mixture of
+    their distributions — as their grams and statistics blend.
+    """
+    if any(array is None for array, _ in parts):
+        return None
+    return sum(weight * array for array, weight in parts).astype(np.float32)

@@ -62,9 +62,15 @@ def running_colour(preset: Preset, chunk_frames: int = 8) -> RunningColour:
     """The preset's running colouring for chunks of ``chunk_frames`` frames."""
     config = preset.analysis
     basis = BandBasis.build(config.channels, config.max_freq_hz, preset.colour_bands)
+    return RunningColour(basis, *_running_window(preset, chunk_frames))
+
+
+def _running_window(preset: Preset, chunk_frames: int) -> tuple[float, int]:
+    """The running statistics' per-chunk decay and ramp-in frames, shared by colouring and level matching."""
+    config = preset.analysis
     chunk_seconds = chunk_frames * config.hop_ms / 1000
-    return RunningColour(basis, math.exp(-chunk_seconds / preset.colour_window_seconds),
-                         warmup_frames=round(preset.colour_warmup_seconds * 1000 / config.hop_ms))
+    return (math.exp(-chunk_seconds / preset.colour_window_seconds),
+            round(preset.colour_warmup_seconds * 1000 / config.hop_ms))
 
 
 def match_levels(logmag: np.ndarray, style: StyleTarget, preset: Preset, strength: float) -> np.ndarray:
@@ -78,10 +84,7 @@ def match_levels(logmag: np.ndarray, style: StyleTarget, preset: Preset, strengt
 
 def running_levels(preset: Preset, chunk_frames: int = 8) -> RunningLevelMatch:
     """The preset's level matching for chunks of ``chunk_frames`` frames, over the colouring's window."""
-    config = preset.analysis
-    chunk_seconds = chunk_frames * config.hop_ms / 1000
-    return RunningLevelMatch(config.channels, math.exp(-chunk_seconds / preset.colour_window_seconds),
-                             warmup_frames=round(preset.colour_warmup_seconds * 1000 / config.hop_ms))
+    return RunningLevelMatch(preset.analysis.channels, *_running_window(preset, chunk_frames))
 
 
 def stylize(
