@@ -85,23 +85,28 @@ class Outcome:
         return {"pair": self.pair.name, "path": self.path.name, "rtf": self.rtf, **self.detail, **self.report.as_dict()}
 
 
+def peak(audio: np.ndarray) -> float:
+    """The highest sample magnitude: above 1, a 16-bit file or a sound card clips."""
+    return float(np.max(np.abs(audio)))
+
+
 def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime: bool = False) -> Outcome:
     """``pair`` through ``path``; ``iterations`` overrides the preset's (offline) or per-chunk (live) steps."""
     content, _, rate = pair.load()
     duration = content.size / rate
     if path.kind == "dry":
         render = Render(content, rate, 0.0, 0)
-        return Outcome(pair, path, content, rate, measure(pair, render))
+        return Outcome(pair, path, content, rate, measure(pair, render), detail={"peak": peak(content)})
     preset = get_preset(path.preset)
     if path.kind == "offline":
         render = render_offline(pair, preset.with_overrides(iterations=iterations))
-        detail = {"iterations": render.iterations}
+        detail = {"iterations": render.iterations, "peak": peak(render.audio)}
     else:
         settings = {} if iterations is None else {"iterations": iterations}
         chunk = chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms, settings=settings)
         render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime)
         detail = {"chunk_frames": chunk, "latency_ms": render.latency_ms, "iterations": render.iterations,
-                  "late_chunks": render.late_chunks, "chunks": render.chunks}
+                  "late_chunks": render.late_chunks, "chunks": render.chunks, "peak": peak(render.audio)}
     return Outcome(pair, path, render.audio, render.sample_rate, measure(pair, render, preset), render.rtf(duration),
                    detail)
 
@@ -132,6 +137,7 @@ def target_rows(outcomes: Sequence[Outcome]) -> list[dict]:
             "mfcc_gain": float(np.mean([outcome.report.mfcc_gain for outcome in mine])),
             "stoi": float(np.mean(speech)) if speech else None,
             "rtf": max(outcome.rtf for outcome in mine),
+            "peak": max(outcome.detail["peak"] for outcome in mine),
         }
         checks = {  # measure: (passed, bound as printed)
             "held_out_gain": (row["held_out_gain"] >= target.held_out_gain, f"≥ {target.held_out_gain:g}"),
@@ -157,6 +163,7 @@ TARGET_COLUMNS = [
     Column("rtf", "worst RTF", "{:.2f}"),
     Column("rtf_verdict", ""),
     Column("verdict", "all"),
+    Column("peak", "highest peak", "{:.2f}"),
 ]
 PAIR_COLUMNS = [
     Column("pair", "pair"),
@@ -170,6 +177,7 @@ PAIR_COLUMNS = [
     Column("chunk_frames", "chunk", "{:.0f}"),
     Column("latency_ms", "latency ms", "{:.0f}"),
     Column("late_chunks", "late", "{:.0f}"),
+    Column("peak", "peak", "{:.2f}"),
 ]
 
 

@@ -72,3 +72,18 @@ def tone_file(audio_dir: Path) -> Path:
     path = audio_dir / "tone48k.wav"
     sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr)
     return path
+
+
+@pytest.fixture(scope="session")
+def chord_and_arpeggio() -> tuple[np.ndarray, np.ndarray, int]:
+    """Six tones at once and the same six one after another, ``(1, samples)`` at 22 050 Hz.
+
+    Every channel peaks alike in both, but no frame of the arpeggio is as loud as the chord:
+    a style's range channel by channel, not frame by frame.
+    """
+    rate = 22050
+    t = np.arange(int(2.4 * rate)) / rate
+    freqs = (220, 440, 880, 1320, 1760, 2640)
+    chord = 0.15 * sum(np.sin(2 * np.pi * f * t) for f in freqs)
+    arpeggio = np.concatenate([0.15 * np.sin(2 * np.pi * f * t[: int(0.4 * rate)]) for f in freqs])
+    return chord.astype(np.float32)[None], arpeggio.astype(np.float32)[None], rate

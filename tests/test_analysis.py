@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gramophone.analysis import FILL_FULL, FILL_START, AnalysisConfig, analyse, fill_phase, griffin_lim, synthesise
-from gramophone.ceiling import ceiling_limit, style_ceiling
+from gramophone.ceiling import ceiling_limit, frame_energy_db, hold_frames, style_ceiling
 from gramophone.colour import MAX_CHANGE, BandBasis, BandStats, RunningColour, colour_transform
 from gramophone.levels import QUIET_DB, LevelHistogram, LevelTable, RunningLevelMatch, from_db, style_levels, to_db
 
@@ -140,6 +140,28 @@ def test_ceiling_limit_lets_the_dry_content_through_at_strength_zero():
     np.testing.assert_array_equal(ceiling_limit(content, ceiling, 1.0), [[1.0, 1.0], [3.0, 3.0]])
     np.testing.assert_array_equal(ceiling_limit(content, ceiling, 0.0), [[1.0, 4.0], [3.0, 3.0]])
     np.testing.assert_allclose(ceiling_limit(content, ceiling, 0.5), [[1.0, 2.5], [3.0, 3.0]])
+
+
+def test_hold_frames_scales_only_the_frames_louder_than_the_bound():
+    rng = np.random.default_rng(0)
+    magnitude = np.abs(rng.standard_normal((1, 50, 6))).astype(np.float32) * np.array([1, 1, 10, 1, 100, 1], dtype=np.float32)
+    logmag = np.log1p(magnitude)
+    bound = float(frame_energy_db(logmag)[0, 0]) + 3.0  # frames 2 and 4 are far louder
+    held = hold_frames(logmag, logmag, bound, 1.0)
+    energy = frame_energy_db(held)[0]
+    np.testing.assert_allclose(energy[[2, 4]], bound, atol=1e-3)
+    np.testing.assert_array_equal(held[..., [0, 1, 3, 5]], logmag[..., [0, 1, 3, 5]])
+    shape = np.expm1(held[0, :, 4]) / np.expm1(logmag[0, :, 4])  # one gain for the whole frame
+    np.testing.assert_allclose(shape, shape[0], rtol=1e-3)
+
+
+def test_hold_frames_lets_the_dry_content_through_at_strength_zero():
+    content = np.log1p(np.full((1, 8, 3), 10.0, dtype=np.float32))
+    quiet = float(frame_energy_db(content).max()) - 12.0
+    np.testing.assert_array_equal(hold_frames(content, content, quiet, 0.0), content)
+    louder = content + 1.0  # an edit above the content's own level is still held, to the content's level
+    np.testing.assert_allclose(frame_energy_db(hold_frames(louder, content, quiet, 0.0)), frame_energy_db(content), atol=1e-3)
+    np.testing.assert_allclose(frame_energy_db(hold_frames(content, content, quiet, 0.5)), quiet + 6.0, atol=1e-3)
 
 
 def levels_grid(levels_db: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from gramophone import metrics
 from gramophone.analysis import analyse
 from gramophone.audio import AudioError, load_audio
 from gramophone.cache import StyleCache, check_name
+from gramophone.ceiling import frame_energy_db
 from gramophone.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
 from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
 from gramophone.objective import content_loss, gram, style_loss
@@ -313,9 +314,10 @@ def test_learning_needs_a_clip():
         learn_style([], SMALL)
 
 
-def test_mixture_blends_the_ceilings_and_level_histograms(style_a, style_b):
+def test_mixture_blends_the_ceilings_loudest_frames_and_level_histograms(style_a, style_b):
     half = mix_targets([(style_a, 1), (style_b, 1)])
     np.testing.assert_allclose(half.ceiling, (style_a.ceiling + style_b.ceiling) / 2, rtol=1e-6)
+    np.testing.assert_allclose(half.loudest_db, (style_a.loudest_db + style_b.loudest_db) / 2, rtol=1e-6)
     np.testing.assert_allclose(half.levels, (style_a.levels + style_b.levels) / 2, rtol=1e-6)
     np.testing.assert_allclose(half.levels.sum(axis=1), 1.0, rtol=1e-5)  # still a distribution per channel
 
@@ -362,11 +364,12 @@ def test_target_save_and_load_round_trip(tmp_path, style_a):
         assert getattr(loaded, field) == getattr(style_a, field), field
     np.testing.assert_array_equal(loaded.ceiling, style_a.ceiling)
     np.testing.assert_array_equal(loaded.levels, style_a.levels)
+    assert loaded.loudest_db == style_a.loudest_db and loaded.complete
     assert loaded.compatible_with(SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
 
 
-OLDER_FORMATS = {1: ("ceiling", "levels"), 2: ("levels",)}  # what each earlier format did not store
+OLDER_FORMATS = {1: ("ceiling", "levels", "loudest_db"), 2: ("levels", "loudest_db"), 3: ("loudest_db",)}  # what each did not store
 
 
 def _as_older_format(path: Path, version: int) -> None:
@@ -384,7 +387,7 @@ def test_a_target_saved_in_an_older_format_still_loads_and_stylises(tmp_path, cl
     path = style_a.save(tmp_path / "a.npz")
     _as_older_format(path, version)
     old = StyleTarget.load(path)
-    assert old.levels is None and (old.ceiling is None) == (version == 1)
+    assert not old.complete and all(getattr(old, name) is None for name in OLDER_FORMATS[version])
     audio, rate = clips["content"]
     assert stylize(audio, rate, old, SMALL).audio.shape == audio.shape
 
@@ -400,6 +403,15 @@ def test_stylize_holds_the_output_under_the_style_range(clips):
     assert np.sqrt(np.mean(held.audio**2)) < 0.2 * np.sqrt(np.mean(free.audio**2))
 
 
+def test_stylize_holds_every_frame_under_the_style_loudest(chord_and_arpeggio):
+    chord, arpeggio, rate = chord_and_arpeggio
+    style = learn_style([(arpeggio, rate)], SMALL, name="arpeggio")
+    held = stylize(chord, rate, style, SMALL)
+    assert frame_energy_db(held.output_logmag).max() <= style.loudest_db + 1e-3
+    free = stylize(chord, rate, dataclasses.replace(style, loudest_db=None), SMALL)  # as an older target
+    assert frame_energy_db(free.output_logmag).max() > style.loudest_db + 4  # measured: 6.1 dB over
+
+
 def level_distance(logmag: np.ndarray, style: StyleTarget) -> float:
     """Mean over channels and percentiles of how far the output's dB levels lie from the style's."""
     share = np.linspace(0.02, 0.98, 49)
@@ -410,6 +422,7 @@ def level_distance(logmag: np.ndarray, style: StyleTarget) -> float:
 
 def test_stylize_maps_the_quiet_levels_toward_the_style_and_leaves_the_loud_ones(clips, style_a):
     preset = dataclasses.replace(SMALL, colour_warmup_seconds=0.1)  # two-second clips: no long ramp-in
+    style_a = dataclasses.replace(style_a, loudest_db=None)  # the frame bound scales whole frames: not this test's
     audio, rate = clips["content"]
     mapped = stylize(audio, rate, style_a, preset).output_logmag
     plain = stylize(audio, rate, style_a, dataclasses.replace(preset, levels=False)).output_logmag
@@ -464,7 +477,8 @@ def test_cache_keys_differ_by_audio_and_settings(tmp_path, clips):
     assert len(keys) == 3
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings", "format-1", "format-2"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings", "format-1", "format-2",
+                                    "format-3"])
 def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_a, caplog, damage):
     cache = StyleCache(tmp_path)
     path = cache.key_path([clips["style"]], SMALL)
@@ -487,7 +501,7 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_
     # the bad file was replaced by a good one
     replaced = StyleTarget.load(path)
     torch.testing.assert_close(replaced.grams, style_a.grams)
-    assert replaced.ceiling is not None and replaced.levels is not None
+    assert replaced.complete
     _no_temporaries(tmp_path)
 
 

@@ -43,7 +43,7 @@ class Preset:
     colour_bands: int = 40
     colour_window_seconds: float = 8.0  # time constant of the running content statistics it colours from
     colour_warmup_seconds: float = 2.0  # the colouring ramps in over this much audio, while statistics are thin
-    ceiling: bool = False  # hold the output under the style's range, channel by channel (ceiling.py)
+    ceiling: bool = False  # hold the output under the style's range, each channel and each frame (ceiling.py)
     levels: bool = False  # map the output's quiet levels onto the style's, channel by channel (levels.py)
     phase: str = "content"
     griffin_lim_iterations: int = 32

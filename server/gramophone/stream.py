@@ -17,7 +17,7 @@ How a block becomes stylised audio:
    a window longer than the chunk, carries the effect of every past step forward. Both
    stay under the style's range (``ceiling.py``) when the preset asks. Then the chunk's
    quiet levels are mapped onto the style's, channel by channel, from a running histogram
-   of the output (``levels.py``).
+   of the output (``levels.py``), and no frame may be louder than the style's loudest.
 3. The edited frames are resynthesised with the input's own phase (random where the edit
    filled a bin the input left nearly empty: ``analysis.fill_phase``) and overlap-added on
    the same grid, so chunk boundaries leave no seam; with the effect off the overlap-add
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
-from .ceiling import ceiling_limit
+from .ceiling import ceiling_limit, hold_frames
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .params import Parameters
@@ -381,7 +381,9 @@ class StreamProcessor:
         planned = self._plans_steps(values)
         live_late = self.mode == "live" and planned and steps == 0
         edited = torch.minimum(anchor + self._correction.detach(), limit) if values["style_weight"] > 0 else anchor
-        self._synthesise(first, spectra, logmag, self._match_levels(edited.numpy(), limit.numpy(), style, values))
+        mapped = self._match_levels(edited.numpy(), limit.numpy(), style, values)
+        output = self._hold_frames(mapped, logmag, style, values)
+        self._synthesise(first, spectra, logmag, output)
         self._next_frame += count
         self._finish_seconds = _smooth(self._finish_seconds, time.monotonic() - finishing)
         seconds = count * self.hop / self.sample_rate
@@ -398,6 +400,12 @@ class StreamProcessor:
         if not self.preset.levels or style.levels is None:
             return edited
         return np.minimum(self._levels.apply(edited, style.levels, min(values["style_weight"], 1.0)), limit)
+
+    def _hold_frames(self, edited: np.ndarray, logmag: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
+        """The chunk with no frame louder than the style's loudest (``ceiling.hold_frames``)."""
+        if not self.preset.ceiling or style.loudest_db is None:
+            return edited
+        return hold_frames(edited, logmag, style.loudest_db, min(values["style_weight"], 1.0))
 
     def _limit(self, logmag: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
         """The most each of the chunk's bins may reach: the style's range, or no bound."""

@@ -22,13 +22,13 @@ import torch
 
 from .analysis import analyse
 from .audio import AudioError, resample, validate_audio
-from .ceiling import style_ceiling
+from .ceiling import frame_energy_db, style_ceiling
 from .levels import BINS, LevelHistogram
 from .colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
 
-FORMAT_VERSION = 3  # 2 added the ceiling, 3 the level histogram; older files still load, without them
+FORMAT_VERSION = 4  # 2 added the ceiling, 3 the level histogram, 4 the loudest frame; older files load without them
 
 
 @dataclass
@@ -44,11 +44,12 @@ class StyleTarget:
     frames: int
     ceiling: np.ndarray | None = None  # (channels,) the style's widened peak log1p magnitudes (ceiling.py)
     levels: np.ndarray | None = None  # (channels, levels.BINS) each channel's dB level histogram, as shares (levels.py)
+    loudest_db: np.ndarray | None = None  # () the energy of the style's loudest frame, in dB (ceiling.hold_frames)
 
     @property
     def complete(self) -> bool:
-        """True when it carries everything the current format stores (older files lack a ceiling or levels)."""
-        return self.ceiling is not None and self.levels is not None
+        """True when it carries everything the current format stores (older files lack some of it)."""
+        return all(array is not None for array in (self.ceiling, self.levels, self.loudest_db))
 
     def compatible_with(self, preset: Preset) -> bool:
         """True when ``preset`` analyses and featurises exactly as this target was learned."""
@@ -66,8 +67,8 @@ class StyleTarget:
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
         try:
             with os.fdopen(descriptor, "wb") as handle:
-                arrays = {name: value for name, value in (("ceiling", self.ceiling), ("levels", self.levels))
-                          if value is not None}
+                arrays = {name: value for name, value in (("ceiling", self.ceiling), ("levels", self.levels),
+                                                          ("loudest_db", self.loudest_db)) if value is not None}
                 np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
                          band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)), **arrays)
             os.replace(temporary, path)
@@ -87,12 +88,13 @@ class StyleTarget:
                 grams = torch.from_numpy(np.array(data["grams"], dtype=np.float32))
                 bands = BandStats(mean=np.array(data["band_mean"]), covariance=np.array(data["band_covariance"]),
                                   count=float(meta["band_count"]))
-                ceiling, levels = (np.array(data[name], dtype=np.float32) if name in data.files else None
-                                   for name in ("ceiling", "levels"))
+                ceiling, levels, loudest_db = (np.array(data[name], dtype=np.float32) if name in data.files else None
+                                               for name in ("ceiling", "levels", "loudest_db"))
                 if levels is not None and levels.shape[-1] != BINS:  # another histogram resolution: unusable here
                     levels = None
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
-                       sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling, levels=levels)
+                       sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling, levels=levels,
+                       loudest_db=loudest_db)
         except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
 
@@ -119,6 +121,7 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
     band_frames = []
     peaks = np.zeros(config.channels, dtype=np.float32)
     levels = LevelHistogram(config.channels)
+    loudest_db = -np.inf
     frames = 0
     basis = None
     for index, (audio, sample_rate) in enumerate(sources):
@@ -137,11 +140,13 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
         band_frames.append(basis.to_bands @ spectrum.logmag)
         peaks = np.maximum(peaks, spectrum.logmag.max(axis=(0, 2)))
         levels.add_grid(spectrum.logmag)
+        loudest_db = max(loudest_db, float(frame_energy_db(spectrum.logmag).max()))
     grams = (sums / max(frames, 1)).float()
     bands = BandStats.of(np.concatenate(band_frames, axis=-1))
     return StyleTarget(name=name, grams=grams, bands=bands, key=json.loads(json.dumps(preset.target_key())),
                        source_hash=audio_hash(sources), sample_rate=int(sources[0][1]), frames=frames,
-                       ceiling=style_ceiling(peaks, config.window_ms), levels=levels.shares())
+                       ceiling=style_ceiling(peaks, config.window_ms), levels=levels.shares(),
+                       loudest_db=np.array(loudest_db, dtype=np.float32))
 
 
 def _feature_frames(frames: int, preset: Preset) -> int:
@@ -178,14 +183,15 @@ def mix_targets(parts: list[tuple[StyleTarget, float]], name: str | None = None)
                        source_hash=hashlib.sha256("".join(f"{t.source_hash}:{w:.6f}" for t, w in normalised).encode()).hexdigest(),
                        sample_rate=first.sample_rate, frames=sum(target.frames for target, _ in parts),
                        ceiling=_blend([(target.ceiling, weight) for target, weight in normalised]),
-                       levels=_blend([(target.levels, weight) for target, weight in normalised]))
+                       levels=_blend([(target.levels, weight) for target, weight in normalised]),
+                       loudest_db=_blend([(target.loudest_db, weight) for target, weight in normalised]))
 
 
 def _blend(parts: list[tuple[np.ndarray | None, float]]) -> np.ndarray | None:
     """``Σ wᵢ·xᵢ`` as float32, or None if any part lacks the array (a target from an older format).
 
-    For ceilings a blend between the styles' ranges; for level histograms the mixture of
-    their distributions — as their grams and statistics blend.
+    For ceilings and loudest frames a blend between the styles' ranges; for level
+    histograms the mixture of their distributions — as their grams and statistics blend.
     """
     if any(array is None for array, _ in parts):
         return None

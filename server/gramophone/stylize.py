@@ -1,8 +1,8 @@
 """The offline pipeline: a content clip and a style target in, stylised audio out.
 
 analyse → colour (closed form) → optimise (gram steps) → map the quiet levels onto the
-style's (``levels.py``) → resynthesise, held under the style's range throughout when the
-preset asks (``ceiling.py``).
+style's (``levels.py``) → resynthesise, held under the style's range (each channel and
+each frame) when the preset asks (``ceiling.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from .analysis import analyse, synthesise
 from .audio import resample, validate_audio
-from .ceiling import ceiling_limit
+from .ceiling import ceiling_limit, hold_frames
 from .colour import BandBasis, RunningColour
 from .levels import RunningLevelMatch
 from .network import get_pool
@@ -132,6 +132,8 @@ def stylize(
     output_logmag = match_levels(result.spectrogram.cpu().numpy(), style, preset, min(preset.style_weight, 1.0))
     if upper is not None:  # a mapped level may sit up to a histogram bin above the style's peak
         output_logmag = np.minimum(output_logmag, limit)
+    if preset.ceiling and style.loudest_db is not None:
+        output_logmag = hold_frames(output_logmag, spectrum.logmag, style.loudest_db, min(preset.style_weight, 1.0))
     seconds = time.monotonic() - began
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,
                        griffin_lim_init=preset.griffin_lim_init, seed=seed)
