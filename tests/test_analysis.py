@@ -9,7 +9,7 @@ import pytest
 from gramophone.analysis import FILL_FULL, FILL_START, AnalysisConfig, analyse, fill_phase, griffin_lim, synthesise
 from gramophone.ceiling import ceiling_limit, frame_energy_db, hold_frames, style_ceiling
 from gramophone.colour import MAX_CHANGE, BandBasis, BandStats, RunningColour, colour_transform
-from gramophone.levels import QUIET_DB, LevelHistogram, LevelTable, RunningLevelMatch, from_db, style_levels, to_db
+from gramophone.levels import QUIET_DB, LevelHistogram, LevelTable, RunningLevelMatch, from_db, to_db
 
 RATES = (16000, 22050, 44100, 48000)
 CONFIG = AnalysisConfig()
@@ -195,11 +195,18 @@ def test_histogram_decays_the_past():
     assert histogram.percentiles(np.array([[15.0]], dtype=np.float32))[0, 0] == pytest.approx(2 / 6)
 
 
+def style_levels(grid: np.ndarray) -> np.ndarray:
+    """A style's level histogram as ``learn_style`` folds it in: shares ``(channels, BINS)``."""
+    histogram = LevelHistogram(grid.shape[-2])
+    histogram.add_grid(grid)
+    return histogram.shares()
+
+
 def test_matching_against_its_own_levels_changes_nothing():
     rng = np.random.default_rng(1)
     grid = levels_grid(rng.uniform(-40, 60, size=(4, 300)))
     matcher = RunningLevelMatch(4, decay=1.0, warmup_frames=1)
-    np.testing.assert_allclose(matcher.apply(grid, style_levels([grid]), 1.0), grid, atol=1e-4)
+    np.testing.assert_allclose(matcher.apply(grid, style_levels(grid), 1.0), grid, atol=1e-4)
 
 
 def test_quiet_levels_take_the_style_distribution_and_loud_ones_stay():
@@ -209,8 +216,8 @@ def test_quiet_levels_take_the_style_distribution_and_loud_ones_stay():
     style = levels_grid(np.stack([np.full(frames, 59.8), rng.uniform(-20, -10, frames)]))
     output_db = np.stack([rng.uniform(45, 55, frames), rng.uniform(-35, -25, frames)]).astype(np.float32)
     matcher = RunningLevelMatch(2, decay=1.0, warmup_frames=1)
-    mapped = to_db(matcher.apply(levels_grid(output_db), style_levels([style]), 1.0))[0]
-    assert LevelTable(style_levels([style])).top - QUIET_DB > -10  # so all of channel 1 is quiet: mapped in full
+    mapped = to_db(matcher.apply(levels_grid(output_db), style_levels(style), 1.0))[0]
+    assert LevelTable(style_levels(style)).top - QUIET_DB > -10  # so all of channel 1 is quiet: mapped in full
     np.testing.assert_allclose(mapped[0], output_db[0], atol=1e-3)  # within the loud range: untouched
     assert mapped[1].min() > -20.5 and mapped[1].max() < -9.5
     assert np.all(np.diff(mapped[1][np.argsort(output_db[1])]) >= -1e-4)  # the order of the levels is kept
@@ -218,7 +225,7 @@ def test_quiet_levels_take_the_style_distribution_and_loud_ones_stay():
 
 def test_level_matching_blends_in_with_strength_and_warm_up():
     rng = np.random.default_rng(3)
-    style = style_levels([levels_grid(np.stack([np.full(200, 60.0), rng.uniform(-20, -10, 200)]))])
+    style = style_levels(levels_grid(np.stack([np.full(200, 60.0), rng.uniform(-20, -10, 200)])))
     grid = levels_grid(np.stack([np.full(16, 50.0), rng.uniform(-35, -25, 16)]))
     assert np.array_equal(RunningLevelMatch(2, 1.0, 1).apply(grid, style, 0.0), grid)
     full = to_db(RunningLevelMatch(2, 1.0, 1).apply(grid, style, 1.0)) - to_db(grid)

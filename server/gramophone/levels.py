@@ -72,14 +72,6 @@ class LevelHistogram:
         return (self.counts / np.maximum(self.counts.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def style_levels(logmags: list[np.ndarray]) -> np.ndarray:
-    """A style's level histogram ``(channels, BINS)``, as shares, from its clips' grids ``(..., channels, frames)``."""
-    histogram = LevelHistogram(logmags[0].shape[-2])
-    for logmag in logmags:
-        histogram.add_grid(logmag)
-    return histogram.shares()
-
-
 class LevelTable:
     """A histogram ``(channels, BINS)`` of shares, ready to turn percentiles back into levels.
 
