@@ -260,6 +260,17 @@ def test_stylize_with_style_weight_zero_returns_the_content(clips, style_a):
     np.testing.assert_allclose(result.audio, audio, atol=1e-4)
 
 
+def test_stylize_output_never_passes_full_scale(clips, style_a):
+    """At style weight 0 the output is the content resynthesised: a passage over full scale
+    comes out at full scale, and the rest as it went in."""
+    audio, rate = clips["content"]
+    loud = audio * (1.6 / np.abs(audio).max())
+    out = stylize(loud, rate, style_a, SMALL.with_overrides(style_weight=0.0, iterations=2), seed=0).audio
+    assert np.abs(out).max() <= 1.0 + 1e-6
+    untouched = np.abs(out - loud) < 1e-4
+    assert 0.2 < untouched.mean() < 1  # measured: 0.79 of the samples
+
+
 def test_stylize_rejects_a_target_of_other_settings(clips):
     target = learn_style([clips["style"]], OTHER)
     with pytest.raises(ValueError, match="other analysis or network settings"):

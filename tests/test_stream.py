@@ -127,6 +127,19 @@ def test_bypass_is_the_identity_sample_aligned_with_the_effect_on(style_a, rate,
     assert error_db(out, audio) < -60
 
 
+def test_the_wet_signal_never_passes_full_scale(style_a):
+    """At style weight 0 the wet signal is the input resynthesised: a burst over full scale
+    comes out at full scale, the audio before and after it as it went in."""
+    rate = 48000
+    audio = signal(rate, 1.5)
+    audio[:, int(0.6 * rate):int(0.7 * rate)] *= 4  # peaks at 1.4
+    _, out = run(processor(style_a, style_weight=0.0), audio, rate, 512)
+    assert np.abs(out).max() <= 1.0 + 1e-6
+    before, after = slice(0, int(0.59 * rate)), slice(int(0.9 * rate), None)  # 2.9 dB released in 0.1 s
+    assert error_db(out[:, before], audio[:, before]) < -60
+    assert error_db(out[:, after], audio[:, after]) < -60
+
+
 def test_the_stream_holds_the_output_under_the_style_range(speech):
     """A style far quieter than the input: colouring and correction alone would leave it loud."""
     audio, rate = speech["style"]

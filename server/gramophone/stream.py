@@ -21,7 +21,9 @@ How a block becomes stylised audio:
 3. The edited frames are resynthesised with the input's own phase (random where the edit
    filled a bin the input left nearly empty: ``analysis.fill_phase``) and overlap-added on
    the same grid, so chunk boundaries leave no seam; with the effect off the overlap-add
-   reconstructs the input exactly.
+   reconstructs the input exactly. The finished samples pass a look-ahead limiter that
+   keeps them within full scale (``limiter.py``); it reads only finished samples, so it
+   adds no latency.
 4. Output block ``seq`` is released, aligned with input block ``seq``, as soon as every
    frame covering it is done; wet/dry, gain and bypass are smoothed per sample.
 
@@ -45,6 +47,7 @@ import torch
 
 from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
 from .ceiling import ceiling_limit, hold_frames
+from .limiter import Limiter
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .params import Parameters
@@ -165,6 +168,7 @@ class StreamProcessor:
         self.window_frames = max(self.min_window, round(self.config.window_seconds * sample_rate / self.hop))
         self._colour = running_colour(self.preset, self.config.chunk_frames)
         self._levels = running_levels(self.preset, self.config.chunk_frames)
+        self._limiter = Limiter(sample_rate)
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
         self.prepared_budget = self.params.get("budget")
@@ -217,6 +221,7 @@ class StreamProcessor:
             self._adam = torch.optim.Adam([self._correction], lr=self.params.get("learning_rate"))
             self._colour.reset()
             self._levels.reset()
+            self._limiter.reset()
             self._phase_rng = np.random.default_rng(0)  # fill_phase's draws: a render repeats exactly
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
@@ -457,7 +462,7 @@ class StreamProcessor:
         return steps
 
     def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray) -> None:
-        """Overlap-add the chunk's frames and move finished samples to the wet buffer."""
+        """Overlap-add the chunk's frames; move finished samples, limited, to the wet buffer."""
         frames = np.fft.irfft(apply_logmag(spectra, logmag, edited, self.scale, self._phase_rng), n=self.n_fft, axis=1)
         frames = frames.transpose(0, 2, 1) * self.window  # (channels, count, n_fft)
         count = frames.shape[1]
@@ -471,7 +476,7 @@ class StreamProcessor:
         done = (first + count + 1) * self.hop - self.n_fft  # samples covered by all their frames
         if done > self._finished:
             lo, hi = self._finished - self._ola_start, done - self._ola_start
-            finished = self._ola[:, lo:hi] / self.overlap_gain
+            finished = self._limiter.process(self._ola[:, lo:hi] / self.overlap_gain)
             self._wet = np.concatenate([self._wet, finished], axis=1)
             self._ola = self._ola[:, hi:]
             self._ola_start = done

@@ -2,7 +2,8 @@
 
 analyse → colour (closed form) → optimise (gram steps) → map the quiet levels onto the
 style's (``levels.py``) → resynthesise, held under the style's range (each channel and
-each frame) when the preset asks (``ceiling.py``).
+each frame) when the preset asks (``ceiling.py``) → every sample within full scale
+(``limiter.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .audio import resample, validate_audio
 from .ceiling import ceiling_limit, hold_frames
 from .colour import BandBasis, RunningColour
 from .levels import RunningLevelMatch
+from .limiter import Limiter
 from .network import get_pool
 from .optimize import Callback, Objective, Result, optimise
 from .presets import Preset
@@ -137,5 +139,6 @@ def stylize(
     seconds = time.monotonic() - began
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,
                        griffin_lim_init=preset.griffin_lim_init, seed=seed)
+    audio = Limiter(sample_rate).process(audio)
     return StylizeResult(audio=audio, sample_rate=sample_rate, content_logmag=spectrum.logmag,
                          output_logmag=output_logmag, optimisation=result, seconds=seconds)
