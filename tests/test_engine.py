@@ -21,13 +21,15 @@ from gramophone import metrics
 from gramophone.analysis import analyse
 from gramophone.audio import AudioError, load_audio
 from gramophone.cache import StyleCache, check_name
+from gramophone.colour import BandBasis
 from gramophone.ceiling import frame_energy_db
 from gramophone.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
 from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
 from gramophone.objective import content_loss, gram, style_loss
 from gramophone.optimize import Objective, optimise
 from gramophone.presets import PRESETS, get_preset
-from gramophone.style import StyleTarget, learn_style, mix_targets
+from gramophone import style as style_module
+from gramophone.style import MAX_ENVELOPES, SILENT_ENVELOPE_DB, StyleTarget, learn_style, mix_targets
 from gramophone.stylize import stylize
 
 SMALL = dataclasses.replace(PRESETS["default"], name="small", iterations=6,
@@ -137,6 +139,22 @@ def test_learned_target_is_length_invariant(clips, style_a):
     repeated = learn_style([(np.concatenate([audio, audio], axis=1), rate)], SMALL)
     assert relative(repeated.grams, style_a.grams) < 0.1  # only the seam frames differ
     assert repeated.frames > 1.9 * style_a.frames
+
+
+def test_learned_envelopes_are_the_style_band_frames_without_its_silence(clips, monkeypatch):
+    audio, rate = clips["style"]
+    gapped = np.concatenate([audio, np.zeros_like(audio)], axis=1)  # as long again in digital silence
+    target = learn_style([(gapped, rate)], SMALL)
+    basis = BandBasis.build(SMALL.analysis.channels, SMALL.analysis.max_freq_hz, SMALL.colour_bands)
+    spectrum = analyse(gapped, rate, SMALL.analysis)
+    bands = (basis.to_bands @ spectrum.logmag)[0]
+    sounding = frame_energy_db(spectrum.logmag)[0] > float(target.loudest_db) - SILENT_ENVELOPE_DB
+    assert 0.3 < sounding.mean() < 0.6  # the silent half is left out
+    np.testing.assert_allclose(target.envelopes, bands[:, sounding], atol=1e-5)
+    monkeypatch.setattr(style_module, "MAX_ENVELOPES", 50)
+    thinned = learn_style([(gapped, rate)], SMALL).envelopes
+    assert thinned.shape == (SMALL.colour_bands, 50)
+    np.testing.assert_allclose(thinned[:, [0, -1]], bands[:, sounding][:, [0, -1]], atol=1e-5)  # spread end to end
 
 
 def test_learned_target_is_stable_across_sample_rate(clips, style_a, style_b):
@@ -333,6 +351,16 @@ def test_mixture_blends_the_ceilings_loudest_frames_and_level_histograms(style_a
     np.testing.assert_allclose(half.levels.sum(axis=1), 1.0, rtol=1e-5)  # still a distribution per channel
 
 
+def test_mixture_pools_the_envelopes_by_weight(style_a, style_b):
+    """Both styles' envelopes, each thinned to its weight's share of what a target keeps."""
+    a, b = style_a.envelopes, style_b.envelopes
+    mixed = mix_targets([(style_a, 3), (style_b, 1)]).envelopes
+    assert mixed.shape[1] == min(a.shape[1], round(0.75 * MAX_ENVELOPES)) + min(b.shape[1], round(0.25 * MAX_ENVELOPES))
+    assert {tuple(column) for column in mixed.T} <= {tuple(column) for column in np.concatenate([a, b], axis=1).T}
+    only_a = mix_targets([(style_a, 1.0), (style_b, 0.0)]).envelopes
+    np.testing.assert_array_equal(only_a, a)
+
+
 def test_mixture_with_weight_one_and_zero_is_the_first_target(style_a, style_b):
     mixed = mix_targets([(style_a, 1.0), (style_b, 0.0)])
     torch.testing.assert_close(mixed.grams, style_a.grams)
@@ -375,12 +403,14 @@ def test_target_save_and_load_round_trip(tmp_path, style_a):
         assert getattr(loaded, field) == getattr(style_a, field), field
     np.testing.assert_array_equal(loaded.ceiling, style_a.ceiling)
     np.testing.assert_array_equal(loaded.levels, style_a.levels)
+    np.testing.assert_array_equal(loaded.envelopes, style_a.envelopes)
     assert loaded.loudest_db == style_a.loudest_db and loaded.complete
     assert loaded.compatible_with(SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
 
 
-OLDER_FORMATS = {1: ("ceiling", "levels", "loudest_db"), 2: ("levels", "loudest_db"), 3: ("loudest_db",)}  # what each did not store
+OLDER_FORMATS = {1: ("ceiling", "levels", "loudest_db", "envelopes"), 2: ("levels", "loudest_db", "envelopes"),
+                 3: ("loudest_db", "envelopes"), 4: ("envelopes",)}  # what each did not store
 
 
 def _as_older_format(path: Path, version: int) -> None:
@@ -401,6 +431,19 @@ def test_a_target_saved_in_an_older_format_still_loads_and_stylises(tmp_path, cl
     assert not old.complete and all(getattr(old, name) is None for name in OLDER_FORMATS[version])
     audio, rate = clips["content"]
     assert stylize(audio, rate, old, SMALL).audio.shape == audio.shape
+
+
+@pytest.mark.parametrize("envelopes", [np.zeros(8), np.zeros((3, 10)), np.zeros((16, 0))])
+def test_a_target_with_envelopes_of_the_wrong_shape_loads_without_them(tmp_path, clips, style_a, envelopes):
+    path = style_a.save(tmp_path / "a.npz")
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files} | {"envelopes": envelopes}
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+    loaded = StyleTarget.load(path)
+    assert loaded.envelopes is None and not loaded.complete
+    audio, rate = clips["content"]
+    assert stylize(audio, rate, loaded, SMALL).audio.shape == audio.shape
 
 
 def test_stylize_holds_the_output_under_the_style_range(clips):
@@ -489,7 +532,7 @@ def test_cache_keys_differ_by_audio_and_settings(tmp_path, clips):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings", "format-1", "format-2",
-                                    "format-3"])
+                                    "format-3", "format-4"])
 def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_a, caplog, damage):
     cache = StyleCache(tmp_path)
     path = cache.key_path([clips["style"]], SMALL)

@@ -22,6 +22,7 @@ from threadpoolctl import ThreadpoolController
 _BLAS = ThreadpoolController()
 
 MAX_CHANGE = 1.5  # the most a channel's log1p magnitude may move (about ×4.5, 13 dB): see RunningColour
+NEIGHBOURS = 4  # style frames whose mean envelope a coloured frame moves toward (docs/quality.md: 4 and 16 alike)
 RIDGE = 1e-3  # covariance regularisation, relative to its mean variance
 STYLE_RIDGE = 1e-2  # floor on the content's, relative to the style's: caps the whitening gain near 10
 
@@ -110,10 +111,11 @@ class RunningColour:
       bursts, and on plucks the colouring made the output less like the style.
     """
 
-    def __init__(self, basis: BandBasis, decay: float, warmup_frames: int) -> None:
+    def __init__(self, basis: BandBasis, decay: float, warmup_frames: int, neighbour_share: float = 0.0) -> None:
         self.basis = basis
         self.decay = decay
         self.warmup_frames = max(warmup_frames, 1)
+        self.neighbour_share = neighbour_share
         self.reset()
 
     def reset(self) -> None:
@@ -122,10 +124,23 @@ class RunningColour:
         self.frames = 0
         self.previous: tuple[np.ndarray, np.ndarray] | None = None
 
-    def delta(self, logmag: np.ndarray, style: BandStats, strength: float) -> np.ndarray:
-        """Fold ``(..., channels, frames)`` into the statistics; return its change toward ``style``."""
+    def delta(self, logmag: np.ndarray, style: BandStats, strength: float,
+              envelopes: np.ndarray | None = None) -> np.ndarray:
+        """Fold ``(..., channels, frames)`` into the statistics; return its change toward ``style``.
+
+        With the style's band frames (``envelopes``, ``(bands, count)``) and a neighbour
+        share, each coloured frame then moves that share of the way to the mean envelope
+        of its ``NEIGHBOURS`` nearest style frames (kNN-VC's idea, on envelopes): the
+        colouring matches the style's envelopes as one Gaussian, and a frame may still
+        have an envelope the style never plays.
+        """
         with _BLAS.limit(limits=1, user_api="blas"):
-            return np.clip(self._delta(logmag, style, strength), -MAX_CHANGE, MAX_CHANGE)
+            change = np.clip(self._delta(logmag, style, strength), -MAX_CHANGE, MAX_CHANGE)
+            share = self.neighbour_share * strength * min(1.0, self.frames / self.warmup_frames)
+            if envelopes is None or share <= 0:
+                return change
+            move = nearest_envelope_change(self.basis.to_bands @ (logmag + change), envelopes)
+            return change + np.clip(share * self.basis.to_channels @ move, -MAX_CHANGE, MAX_CHANGE).astype(np.float32)
 
     def _delta(self, logmag: np.ndarray, style: BandStats, strength: float) -> np.ndarray:
         bands = self.basis.to_bands @ logmag
@@ -145,3 +160,18 @@ class RunningColour:
         before = np.einsum("ij,...jt->...it", previous[0], bands) + previous[1][:, None]
         target = share * now + (1 - share) * before
         return (self.basis.to_channels @ (target - bands)).astype(np.float32)
+
+
+def nearest_envelope_change(bands: np.ndarray, envelopes: np.ndarray, count: int = NEIGHBOURS) -> np.ndarray:
+    """For ``(..., bands, frames)``, the move of each frame to the mean of its ``count`` nearest envelopes.
+
+    ``envelopes`` is ``(bands, N)``; nearest by Euclidean distance over the bands.
+    """
+    count = min(count, envelopes.shape[1])
+    frames = np.moveaxis(bands, -2, -1)  # (..., frames, bands)
+    keys = envelopes.T.astype(np.float32)  # (N, bands)
+    # ‖f − k‖² up to the frame's own ‖f‖², which does not change the order.
+    distance = (keys * keys).sum(axis=1) - 2 * frames @ keys.T  # (..., frames, N)
+    nearest = np.argpartition(distance, count - 1, axis=-1)[..., :count]
+    target = keys[nearest].mean(axis=-2)  # (..., frames, bands)
+    return np.moveaxis(target - frames, -1, -2)

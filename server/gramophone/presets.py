@@ -43,6 +43,7 @@ class Preset:
     colour_bands: int = 40
     colour_window_seconds: float = 8.0  # time constant of the running content statistics it colours from
     colour_warmup_seconds: float = 2.0  # the colouring ramps in over this much audio, while statistics are thin
+    colour_neighbours: float = 0.0  # share of the way a coloured frame moves to its nearest style envelopes (colour.py)
     ceiling: bool = False  # hold the output under the style's range, each channel and each frame (ceiling.py)
     levels: bool = False  # map the output's quiet levels onto the style's, channel by channel (levels.py)
     phase: str = "content"
@@ -83,8 +84,9 @@ ARTICLE_WINDOW_MS = 2048 / 22050 * 1000  # n_fft 2048 at librosa's default rate
 PRESETS: dict[str, Preset] = {
     "default": Preset(
         name="default",
-        description="colouring toward the style, then Adam from the content over a pool of 8 random 512-filter nets "
-                    "reading 128 mel bands, held under the style's range, quiet levels mapped onto the style's",
+        description="colouring toward the style (and halfway to its nearest envelopes), then Adam from the content "
+                    "over a pool of 8 random 512-filter nets reading 128 mel bands, held under the style's range, "
+                    "quiet levels mapped onto the style's",
         analysis=AnalysisConfig(window_ms=1024 / 22050 * 1000, overlap=4, max_freq_hz=11025.0),
         network=NetworkConfig(filters=512, kernel=11, pool=8, seed=0, input_bands=128),
         style_weight=1.0,
@@ -92,6 +94,7 @@ PRESETS: dict[str, Preset] = {
         iterations=40,
         learning_rate=0.08,
         colour=1.0,
+        colour_neighbours=0.5,
         ceiling=True,
         levels=True,
     ),

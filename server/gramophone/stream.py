@@ -378,7 +378,7 @@ class StreamProcessor:
                 self._fade_from = None
         strength = values["colour"] * min(values["style_weight"], 1.0)
         limit = torch.from_numpy(self._limit(logmag, style, values))
-        anchor = torch.minimum(torch.from_numpy(logmag + self._colour.delta(logmag, style.bands, strength)), limit)
+        anchor = torch.minimum(torch.from_numpy(logmag + self._colour.delta(logmag, style.bands, strength, style.envelopes)), limit)
         self._history = torch.cat([self._history, anchor], dim=-1)[..., -self.window_frames:]
         self._limits = torch.cat([self._limits, limit], dim=-1)[..., -self.window_frames:]
         steps = self._learn(style, values, deadline)

@@ -1,8 +1,9 @@
 """Style targets: the statistics a style is matched by, and everything they depend on.
 
 A ``StyleTarget`` holds one gram matrix per network of the preset's pool plus the band
-statistics the colouring step uses, together with the analysis and network settings they
-were computed with and a hash of the source audio. It is learned from one or several
+statistics and band frames (envelopes) the colouring step uses, the style's range and level
+histograms, together with the analysis and network settings they were computed with and a
+hash of the source audio. It is learned from one or several
 clips in well under a second, mixed linearly (``a*A + b*B``), and saved as ``.npz`` with
 its metadata as JSON inside.
 """
@@ -28,7 +29,10 @@ from .colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
 
-FORMAT_VERSION = 4  # 2 added the ceiling, 3 the level histogram, 4 the loudest frame; older files load without them
+# 2 added the ceiling, 3 the level histogram, 4 the loudest frame, 5 the envelopes; older files load without them
+FORMAT_VERSION = 5
+MAX_ENVELOPES = 4096  # band frames kept for the nearest-envelope move: 47 s of style at the default hop
+SILENT_ENVELOPE_DB = 60.0  # frames this far under the style's loudest are silence, not an envelope it plays
 
 
 @dataclass
@@ -45,11 +49,12 @@ class StyleTarget:
     ceiling: np.ndarray | None = None  # (channels,) the style's widened peak log1p magnitudes (ceiling.py)
     levels: np.ndarray | None = None  # (channels, levels.BINS) each channel's dB level histogram, as shares (levels.py)
     loudest_db: np.ndarray | None = None  # () the energy of the style's loudest frame, in dB (ceiling.hold_frames)
+    envelopes: np.ndarray | None = None  # (bands, count) the style's band frames, silence left out (colour.py)
 
     @property
     def complete(self) -> bool:
         """True when it carries everything the current format stores (older files lack some of it)."""
-        return all(array is not None for array in (self.ceiling, self.levels, self.loudest_db))
+        return all(array is not None for array in (self.ceiling, self.levels, self.loudest_db, self.envelopes))
 
     def compatible_with(self, preset: Preset) -> bool:
         """True when ``preset`` analyses and featurises exactly as this target was learned."""
@@ -68,7 +73,8 @@ class StyleTarget:
         try:
             with os.fdopen(descriptor, "wb") as handle:
                 arrays = {name: value for name, value in (("ceiling", self.ceiling), ("levels", self.levels),
-                                                          ("loudest_db", self.loudest_db)) if value is not None}
+                                                          ("loudest_db", self.loudest_db),
+                                                          ("envelopes", self.envelopes)) if value is not None}
                 np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
                          band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)), **arrays)
             os.replace(temporary, path)
@@ -88,13 +94,17 @@ class StyleTarget:
                 grams = torch.from_numpy(np.array(data["grams"], dtype=np.float32))
                 bands = BandStats(mean=np.array(data["band_mean"]), covariance=np.array(data["band_covariance"]),
                                   count=float(meta["band_count"]))
-                ceiling, levels, loudest_db = (np.array(data[name], dtype=np.float32) if name in data.files else None
-                                               for name in ("ceiling", "levels", "loudest_db"))
+                ceiling, levels, loudest_db, envelopes = (
+                    np.array(data[name], dtype=np.float32) if name in data.files else None
+                    for name in ("ceiling", "levels", "loudest_db", "envelopes"))
                 if levels is not None and levels.shape[-1] != BINS:  # another histogram resolution: unusable here
                     levels = None
+                if envelopes is not None and (envelopes.ndim != 2 or envelopes.shape[0] != len(bands.mean)
+                                              or envelopes.shape[1] == 0):  # not band frames of these bands
+                    envelopes = None
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
                        sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling, levels=levels,
-                       loudest_db=loudest_db)
+                       loudest_db=loudest_db, envelopes=envelopes)
         except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
 
@@ -118,7 +128,7 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
     config = preset.analysis
     pool = None
     sums: torch.Tensor | None = None
-    band_frames = []
+    band_frames, frame_db = [], []
     peaks = np.zeros(config.channels, dtype=np.float32)
     levels = LevelHistogram(config.channels)
     loudest_db = -np.inf
@@ -140,13 +150,27 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
         band_frames.append(basis.to_bands @ spectrum.logmag)
         peaks = np.maximum(peaks, spectrum.logmag.max(axis=(0, 2)))
         levels.add_grid(spectrum.logmag)
-        loudest_db = max(loudest_db, float(frame_energy_db(spectrum.logmag).max()))
+        frame_db.append(frame_energy_db(spectrum.logmag))
+        loudest_db = max(loudest_db, float(frame_db[-1].max()))
     grams = (sums / max(frames, 1)).float()
     bands = BandStats.of(np.concatenate(band_frames, axis=-1))
+    envelopes = _sounding_envelopes(band_frames, frame_db, loudest_db - SILENT_ENVELOPE_DB)
     return StyleTarget(name=name, grams=grams, bands=bands, key=json.loads(json.dumps(preset.target_key())),
                        source_hash=audio_hash(sources), sample_rate=int(sources[0][1]), frames=frames,
                        ceiling=style_ceiling(peaks, config.window_ms), levels=levels.shares(),
-                       loudest_db=np.array(loudest_db, dtype=np.float32))
+                       loudest_db=np.array(loudest_db, dtype=np.float32), envelopes=envelopes)
+
+
+def _sounding_envelopes(band_frames: list[np.ndarray], frame_db: list[np.ndarray], floor_db: float) -> np.ndarray:
+    """Every clip's and channel's band frames above ``floor_db``, evenly thinned: ``(bands, ≤ MAX_ENVELOPES)``."""
+    sounding = [np.moveaxis(bands, -2, 0)[:, energy > floor_db] for bands, energy in zip(band_frames, frame_db)]
+    return _thin(np.concatenate(sounding, axis=1), MAX_ENVELOPES)
+
+
+def _thin(envelopes: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` of ``envelopes``' columns, evenly spaced, as float32."""
+    keep = np.unique(np.linspace(0, envelopes.shape[1] - 1, min(count, envelopes.shape[1])).round().astype(int))
+    return envelopes[:, keep].astype(np.float32)
 
 
 def _feature_frames(frames: int, preset: Preset) -> int:
@@ -184,7 +208,8 @@ def mix_targets(parts: list[tuple[StyleTarget, float]], name: str | None = None)
                        sample_rate=first.sample_rate, frames=sum(target.frames for target, _ in parts),
                        ceiling=_blend([(target.ceiling, weight) for target, weight in normalised]),
                        levels=_blend([(target.levels, weight) for target, weight in normalised]),
-                       loudest_db=_blend([(target.loudest_db, weight) for target, weight in normalised]))
+                       loudest_db=_blend([(target.loudest_db, weight) for target, weight in normalised]),
+                       envelopes=_pool_envelopes(normalised))
 
 
 def _blend(parts: list[tuple[np.ndarray | None, float]]) -> np.ndarray | None:
@@ -196,3 +221,11 @@ def _blend(parts: list[tuple[np.ndarray | None, float]]) -> np.ndarray | None:
     if any(array is None for array, _ in parts):
         return None
     return sum(weight * array for array, weight in parts).astype(np.float32)
+
+
+def _pool_envelopes(parts: list[tuple[StyleTarget, float]]) -> np.ndarray | None:
+    """A mixture's envelopes: each style's, thinned to its weight's share; None if any lacks them."""
+    if any(target.envelopes is None for target, _ in parts):
+        return None
+    shares = [_thin(target.envelopes, max(1, round(weight * MAX_ENVELOPES))) for target, weight in parts if weight > 0]
+    return np.concatenate(shares, axis=1)

@@ -56,7 +56,7 @@ def colour_toward(logmag: np.ndarray, style: StyleTarget, preset: Preset, streng
     coloured = logmag.copy()
     for start in range(0, logmag.shape[-1], COLOUR_CHUNK_FRAMES):
         part = logmag[..., start:start + COLOUR_CHUNK_FRAMES]
-        coloured[..., start:start + COLOUR_CHUNK_FRAMES] += colour.delta(part, style.bands, strength)
+        coloured[..., start:start + COLOUR_CHUNK_FRAMES] += colour.delta(part, style.bands, strength, style.envelopes)
     return coloured
 
 
@@ -64,7 +64,7 @@ def running_colour(preset: Preset, chunk_frames: int = 8) -> RunningColour:
     """The preset's running colouring for chunks of ``chunk_frames`` frames."""
     config = preset.analysis
     basis = BandBasis.build(config.channels, config.max_freq_hz, preset.colour_bands)
-    return RunningColour(basis, *_running_window(preset, chunk_frames))
+    return RunningColour(basis, *_running_window(preset, chunk_frames), neighbour_share=preset.colour_neighbours)
 
 
 def _running_window(preset: Preset, chunk_frames: int) -> tuple[float, int]:
