@@ -224,8 +224,12 @@ def _blend(parts: list[tuple[np.ndarray | None, float]]) -> np.ndarray | None:
 
 
 def _pool_envelopes(parts: list[tuple[StyleTarget, float]]) -> np.ndarray | None:
-    """A mixture's envelopes: each style's, thinned to its weight's share; None if any lacks them."""
+    """A mixture's envelopes: each style's, thinned so their counts follow the weights; None if any lacks them.
+
+    As many in all as the style with the fewest per unit of weight allows, at most ``MAX_ENVELOPES``.
+    """
     if any(target.envelopes is None for target, _ in parts):
         return None
-    shares = [_thin(target.envelopes, max(1, round(weight * MAX_ENVELOPES))) for target, weight in parts if weight > 0]
-    return np.concatenate(shares, axis=1)
+    weighted = [(target.envelopes, weight) for target, weight in parts if weight > 0]
+    total = min(MAX_ENVELOPES, min(envelopes.shape[1] / weight for envelopes, weight in weighted))
+    return np.concatenate([_thin(envelopes, max(1, round(weight * total))) for envelopes, weight in weighted], axis=1)
