@@ -83,8 +83,8 @@ class StyleCache:
         target = StyleTarget.load(path)
         target.name = name
         if not target.complete:  # it still works, with less of the effect
-            log.warning("style %r was saved by an older version (no range or level histogram); learn it again "
-                        "for the full effect", name)
+            log.warning("style %r was saved by an older version, without some of what the effect uses; learn it "
+                        "again for the full effect", name)
         return target
 
     def names(self) -> list[str]:

@@ -2,7 +2,7 @@
 
 - ``default``: ours, tuned for a strong held-out effect at better than real time (see
   docs/quality.md): a closed-form colouring of the spectral envelope toward the style,
-  then Adam from the content against a pool of eight small random networks, one per step,
+  each frame then halfway to the style's nearest envelopes, then Adam from the content against a pool of eight small random networks, one per step,
   each reading 128 mel-band averages of the grid (the same effect as reading all 513
   channels, at about half the cost); held under the style's range, and each channel's
   quiet levels mapped onto the style's.

@@ -46,14 +46,14 @@ import numpy as np
 import torch
 
 from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
-from .ceiling import ceiling_limit, hold_frames
+from .ceiling import ceiling_limit
 from .limiter import Limiter
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .params import Parameters
 from .presets import Preset, get_preset
 from .style import StyleTarget, mix_targets
-from .stylize import running_colour, running_levels
+from .stylize import hold_to_loudest, running_colour, running_levels
 
 MODES = ("live", "render")
 MIN_BLOCK, MAX_BLOCK = 32, 8192
@@ -378,7 +378,8 @@ class StreamProcessor:
                 self._fade_from = None
         strength = values["colour"] * min(values["style_weight"], 1.0)
         limit = torch.from_numpy(self._limit(logmag, style, values))
-        anchor = torch.minimum(torch.from_numpy(logmag + self._colour.delta(logmag, style.bands, strength, style.envelopes)), limit)
+        coloured = logmag + self._colour.delta(logmag, style.bands, strength, style.envelopes)
+        anchor = torch.minimum(torch.from_numpy(coloured), limit)
         self._history = torch.cat([self._history, anchor], dim=-1)[..., -self.window_frames:]
         self._limits = torch.cat([self._limits, limit], dim=-1)[..., -self.window_frames:]
         steps = self._learn(style, values, deadline)
@@ -387,7 +388,7 @@ class StreamProcessor:
         live_late = self.mode == "live" and planned and steps == 0
         edited = torch.minimum(anchor + self._correction.detach(), limit) if values["style_weight"] > 0 else anchor
         mapped = self._match_levels(edited.numpy(), limit.numpy(), style, values)
-        output = self._hold_frames(mapped, logmag, style, values)
+        output = hold_to_loudest(mapped, logmag, style, self.preset, min(values["style_weight"], 1.0))
         self._synthesise(first, spectra, logmag, output)
         self._next_frame += count
         self._finish_seconds = _smooth(self._finish_seconds, time.monotonic() - finishing)
@@ -405,12 +406,6 @@ class StreamProcessor:
         if not self.preset.levels or style.levels is None:
             return edited
         return np.minimum(self._levels.apply(edited, style.levels, min(values["style_weight"], 1.0)), limit)
-
-    def _hold_frames(self, edited: np.ndarray, logmag: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
-        """The chunk with no frame louder than the style's loudest (``ceiling.hold_frames``)."""
-        if not self.preset.ceiling or style.loudest_db is None:
-            return edited
-        return hold_frames(edited, logmag, style.loudest_db, min(values["style_weight"], 1.0))
 
     def _limit(self, logmag: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
         """The most each of the chunk's bins may reach: the style's range, or no bound."""

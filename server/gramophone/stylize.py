@@ -84,6 +84,14 @@ def match_levels(logmag: np.ndarray, style: StyleTarget, preset: Preset, strengt
                            for start in range(0, logmag.shape[-1], COLOUR_CHUNK_FRAMES)], axis=-1)
 
 
+def hold_to_loudest(logmag: np.ndarray, content: np.ndarray, style: StyleTarget, preset: Preset,
+                    strength: float) -> np.ndarray:
+    """``logmag`` with no frame louder than the style's loudest (``ceiling.hold_frames``), when the preset holds."""
+    if not preset.ceiling or style.loudest_db is None:
+        return logmag
+    return hold_frames(logmag, content, style.loudest_db, strength)
+
+
 def running_levels(preset: Preset, chunk_frames: int = 8) -> RunningLevelMatch:
     """The preset's level matching for chunks of ``chunk_frames`` frames, over the colouring's window."""
     return RunningLevelMatch(preset.analysis.channels, *_running_window(preset, chunk_frames))
@@ -134,8 +142,7 @@ def stylize(
     output_logmag = match_levels(result.spectrogram.cpu().numpy(), style, preset, min(preset.style_weight, 1.0))
     if upper is not None:  # a mapped level may sit up to a histogram bin above the style's peak
         output_logmag = np.minimum(output_logmag, limit)
-    if preset.ceiling and style.loudest_db is not None:
-        output_logmag = hold_frames(output_logmag, spectrum.logmag, style.loudest_db, min(preset.style_weight, 1.0))
+    output_logmag = hold_to_loudest(output_logmag, spectrum.logmag, style, preset, min(preset.style_weight, 1.0))
     seconds = time.monotonic() - began
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,
                        griffin_lim_init=preset.griffin_lim_init, seed=seed)
