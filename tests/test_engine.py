@@ -18,19 +18,20 @@ import torch
 
 from gramophone import cache as cache_module
 from gramophone import metrics
+from gramophone import style as style_module
 from gramophone.analysis import analyse
 from gramophone.audio import AudioError, load_audio
 from gramophone.cache import StyleCache, check_name
-from gramophone.colour import BandBasis
 from gramophone.ceiling import frame_energy_db
+from gramophone.colour import BandBasis
 from gramophone.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
 from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
 from gramophone.objective import content_loss, gram, style_loss
 from gramophone.optimize import Objective, optimise
 from gramophone.presets import PRESETS, get_preset
-from gramophone import style as style_module
 from gramophone.style import SILENT_ENVELOPE_DB, StyleTarget, learn_style, mix_targets
 from gramophone.stylize import stylize
+from levelutil import level_distance
 
 SMALL = dataclasses.replace(PRESETS["default"], name="small", iterations=6,
                             network=NetworkConfig(filters=64, kernel=11, pool=2, seed=0))
@@ -468,14 +469,6 @@ def test_stylize_holds_every_frame_under_the_style_loudest(chord_and_arpeggio):
     assert frame_energy_db(held.output_logmag).max() <= style.loudest_db + 1e-3
     free = stylize(chord, rate, dataclasses.replace(style, loudest_db=None), SMALL)  # as an older target
     assert frame_energy_db(free.output_logmag).max() > style.loudest_db + 4  # measured: 6.1 dB over
-
-
-def level_distance(logmag: np.ndarray, style: StyleTarget) -> float:
-    """Mean over channels and percentiles of how far the output's dB levels lie from the style's."""
-    share = np.linspace(0.02, 0.98, 49)
-    ours = np.quantile(to_db(logmag[0]), share, axis=1).T  # (channels, percentiles)
-    theirs = LevelTable(style.levels).level_at(np.broadcast_to(share, ours.shape))
-    return float(np.mean(np.abs(ours - theirs)))
 
 
 def test_stylize_maps_the_quiet_levels_toward_the_style_and_leaves_the_loud_ones(clips, style_a):

@@ -18,12 +18,12 @@ from gramophone import metrics
 from gramophone.analysis import analyse
 from gramophone.audio import load_audio
 from gramophone.ceiling import frame_energy_db
-from gramophone.levels import LevelTable, to_db
 from gramophone.network import NetworkConfig
 from gramophone.params import Parameters
 from gramophone.presets import PRESETS, get_preset
 from gramophone.stream import StreamConfig, StreamProcessor
 from gramophone.style import StyleTarget, learn_style
+from levelutil import level_distance
 
 SMALL = dataclasses.replace(PRESETS["default"], name="small", network=NetworkConfig(filters=64, kernel=11, pool=2, seed=0))
 OTHER = dataclasses.replace(SMALL, name="other", network=NetworkConfig(filters=32, kernel=5, pool=2, seed=0))
@@ -173,10 +173,7 @@ def test_the_stream_maps_its_quiet_levels_toward_the_style(speech):
     preset = dataclasses.replace(SMALL, colour_warmup_seconds=0.2)
 
     def distance(output: np.ndarray) -> float:
-        """Mean over channels and percentiles of how far the output's dB levels lie from the style's."""
-        share = np.linspace(0.02, 0.98, 49)
-        ours = np.quantile(to_db(analyse(output, content_rate, preset.analysis).logmag[0]), share, axis=1).T
-        return float(np.mean(np.abs(ours - LevelTable(style.levels).level_at(np.broadcast_to(share, ours.shape)))))
+        return level_distance(analyse(output, content_rate, preset.analysis).logmag, style)
 
     _, mapped = run(processor(style, preset=preset), clip, content_rate, 512)
     _, plain = run(processor(style, preset=dataclasses.replace(preset, levels=False)), clip, content_rate, 512)
