@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy.signal import butter, sosfilt
 
 from gramophone import cache as cache_module
 from gramophone import metrics
@@ -25,6 +26,7 @@ from gramophone.cache import StyleCache, check_name
 from gramophone.ceiling import frame_energy_db
 from gramophone.colour import BandBasis
 from gramophone.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
+from gramophone.match_eq import long_term_spectrum
 from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
 from gramophone.objective import content_loss, gram, style_loss
 from gramophone.optimize import Objective, optimise
@@ -409,13 +411,15 @@ def test_target_save_and_load_round_trip(tmp_path, style_a):
     np.testing.assert_array_equal(loaded.ceiling, style_a.ceiling)
     np.testing.assert_array_equal(loaded.levels, style_a.levels)
     np.testing.assert_array_equal(loaded.envelopes, style_a.envelopes)
+    np.testing.assert_array_equal(loaded.spectrum, style_a.spectrum)
     assert loaded.loudest_db == style_a.loudest_db and loaded.complete
     assert loaded.compatible_with(SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
 
 
-OLDER_FORMATS = {1: ("ceiling", "levels", "loudest_db", "envelopes"), 2: ("levels", "loudest_db", "envelopes"),
-                 3: ("loudest_db", "envelopes"), 4: ("envelopes",)}  # what each did not store
+OLDER_FORMATS = {1: ("ceiling", "levels", "loudest_db", "envelopes", "spectrum"),
+                 2: ("levels", "loudest_db", "envelopes", "spectrum"), 3: ("loudest_db", "envelopes", "spectrum"),
+                 4: ("envelopes", "spectrum"), 5: ("spectrum",)}  # what each did not store
 
 
 def _as_older_format(path: Path, version: int) -> None:
@@ -438,17 +442,51 @@ def test_a_target_saved_in_an_older_format_still_loads_and_stylises(tmp_path, cl
     assert stylize(audio, rate, old, SMALL).audio.shape == audio.shape
 
 
-@pytest.mark.parametrize("envelopes", [np.zeros(8), np.zeros((3, 10)), np.zeros((16, 0))])
-def test_a_target_with_envelopes_of_the_wrong_shape_loads_without_them(tmp_path, clips, style_a, envelopes):
+@pytest.mark.parametrize(("field", "value"), [("envelopes", np.zeros(8)), ("envelopes", np.zeros((3, 10))),
+                                            ("envelopes", np.zeros((16, 0))), ("spectrum", np.zeros(40)),
+                                            ("spectrum", np.zeros((128, 2)))])
+def test_a_target_with_an_array_of_the_wrong_shape_loads_without_it(tmp_path, clips, style_a, field, value):
     path = style_a.save(tmp_path / "a.npz")
     with np.load(path) as data:
-        arrays = {name: data[name] for name in data.files} | {"envelopes": envelopes}
+        arrays = {name: data[name] for name in data.files} | {field: value}
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
     loaded = StyleTarget.load(path)
-    assert loaded.envelopes is None and not loaded.complete
+    assert getattr(loaded, field) is None and not loaded.complete
     audio, rate = clips["content"]
     assert stylize(audio, rate, loaded, SMALL).audio.shape == audio.shape
+
+
+def _lowpass(audio: np.ndarray, rate: int, cutoff_hz: float) -> np.ndarray:
+    return sosfilt(butter(4, cutoff_hz, fs=rate, output="sos"), audio).astype(np.float32)
+
+
+def test_a_style_learns_its_long_term_spectrum_clip_by_clip(clips, style_a):
+    audio, rate = clips["style"]
+    own, _ = long_term_spectrum(audio, rate)
+    np.testing.assert_allclose(style_a.spectrum, own, atol=1e-5)
+    lowpassed = _lowpass(audio, rate, 1000.0)
+    muffled, _ = long_term_spectrum(lowpassed, rate)
+    assert np.abs(muffled - own).max() > 10  # the premise: two clips of different spectra
+    both = learn_style([(audio, rate), (lowpassed, rate)], SMALL).spectrum
+    np.testing.assert_allclose(both, (own + muffled) / 2, atol=1e-4)  # as long as each other: equal weights
+
+
+def test_a_mixture_blends_the_long_term_spectra_by_weight(style_a, style_b):
+    mixed = mix_targets([(style_a, 3), (style_b, 1)]).spectrum
+    np.testing.assert_allclose(mixed, 0.75 * style_a.spectrum + 0.25 * style_b.spectrum, atol=1e-5)
+
+
+def test_stylize_equalises_the_quiet_bins_toward_the_style_spectrum(clips, style_a):
+    """Offline, the rendered clip's long-term spectrum ends closer to the style's than without the match EQ."""
+    audio, rate = clips["content"]
+    spectra = {flag: long_term_spectrum(stylize(audio, rate, style_a, dataclasses.replace(SMALL, match_eq=flag)).audio,
+                                        rate)[0] for flag in (False, True)}
+    distance = {flag: float(np.abs(spectrum - style_a.spectrum).mean()) for flag, spectrum in spectra.items()}
+    assert distance[True] < 0.8 * distance[False], distance
+    dry = stylize(audio, rate, style_a, dataclasses.replace(SMALL, style_weight=0.0))
+    unequalised = stylize(audio, rate, style_a, dataclasses.replace(SMALL, style_weight=0.0, match_eq=False))
+    np.testing.assert_array_equal(dry.audio, unequalised.audio)  # style weight 0: no EQ either
 
 
 def test_stylize_holds_the_output_under_the_style_range(clips):
@@ -529,7 +567,7 @@ def test_cache_keys_differ_by_audio_and_settings(tmp_path, clips):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "other-settings", "format-1", "format-2",
-                                    "format-3", "format-4"])
+                                    "format-3", "format-4", "format-5"])
 def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_a, caplog, damage):
     cache = StyleCache(tmp_path)
     path = cache.key_path([clips["style"]], SMALL)

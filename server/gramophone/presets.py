@@ -5,7 +5,8 @@
   each frame then halfway to the style's nearest envelopes, then Adam from the content against a pool of eight small random networks, one per step,
   each reading 128 mel-band averages of the grid (the same effect as reading all 513
   channels, at about half the cost); held under the style's range, and each channel's
-  quiet levels mapped onto the style's.
+  quiet levels mapped onto the style's; offline, the rendered clip's quiet bins then
+  equalised toward the style's long-term spectrum.
 - ``article``: the article's network and settings (``../shared/seed/recipe.md``), minus
   its two bugs: the spectrogram is not clamped to [0, 1] before each step (on log1p
   magnitudes that capped every bin at e − 1) and the loss weights are applied once, not
@@ -46,6 +47,7 @@ class Preset:
     colour_neighbours: float = 0.0  # share of the way a coloured frame moves to its nearest style envelopes (colour.py)
     ceiling: bool = False  # hold the output under the style's range, each channel and each frame (ceiling.py)
     levels: bool = False  # map the output's quiet levels onto the style's, channel by channel (levels.py)
+    match_eq: bool = False  # offline: the rendered clip's quiet bins equalised toward the style's long-term spectrum (match_eq.py)
     phase: str = "content"
     griffin_lim_iterations: int = 32
     griffin_lim_init: str = "content"
@@ -86,7 +88,7 @@ PRESETS: dict[str, Preset] = {
         name="default",
         description="colouring toward the style (and halfway to its nearest envelopes), then Adam from the content "
                     "over a pool of 8 random 512-filter nets reading 128 mel bands, held under the style's range, "
-                    "quiet levels mapped onto the style's",
+                    "quiet levels mapped onto the style's, quiet bins equalised toward its long-term spectrum",
         analysis=AnalysisConfig(window_ms=1024 / 22050 * 1000, overlap=4, max_freq_hz=11025.0),
         network=NetworkConfig(filters=512, kernel=11, pool=8, seed=0, input_bands=128),
         style_weight=1.0,
@@ -97,6 +99,7 @@ PRESETS: dict[str, Preset] = {
         colour_neighbours=0.5,
         ceiling=True,
         levels=True,
+        match_eq=True,
     ),
     "article": Preset(
         name="article",

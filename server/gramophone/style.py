@@ -2,7 +2,7 @@
 
 A ``StyleTarget`` holds one gram matrix per network of the preset's pool plus the band
 statistics and band frames (envelopes) the colouring step uses, the style's range and level
-histograms, together with the analysis and network settings they were computed with and a
+histograms and its long-term spectrum, together with the analysis and network settings they were computed with and a
 hash of the source audio. It is learned from one or several
 clips in well under a second, mixed linearly (``a*A + b*B``), and saved as ``.npz`` with
 its metadata as JSON inside.
@@ -25,12 +25,14 @@ from .analysis import analyse
 from .audio import AudioError, resample, validate_audio
 from .ceiling import frame_energy_db, style_ceiling
 from .levels import BINS, LevelHistogram
+from .match_eq import MEL_BANDS, long_term_spectrum
 from .colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
 
-# 2 added the ceiling, 3 the level histogram, 4 the loudest frame, 5 the envelopes; older files load without them
-FORMAT_VERSION = 5
+# 2 added the ceiling, 3 the level histogram, 4 the loudest frame, 5 the envelopes, 6 the long-term spectrum;
+# older files load without them
+FORMAT_VERSION = 6
 MAX_ENVELOPES = 4096  # band frames kept for the nearest-envelope move: 47 s of style at the default hop
 SILENT_ENVELOPE_DB = 60.0  # frames this far under the style's loudest are silence, not an envelope it plays
 
@@ -50,11 +52,13 @@ class StyleTarget:
     levels: np.ndarray | None = None  # (channels, levels.BINS) each channel's dB level histogram, as shares (levels.py)
     loudest_db: np.ndarray | None = None  # () the energy of the style's loudest frame, in dB (ceiling.hold_frames)
     envelopes: np.ndarray | None = None  # (bands, count) the style's band frames, silence left out (colour.py)
+    spectrum: np.ndarray | None = None  # (match_eq.MEL_BANDS,) the shape of its long-term mel spectrum in dB (match_eq.py)
 
     @property
     def complete(self) -> bool:
         """True when it carries everything the current format stores (older files lack some of it)."""
-        return all(array is not None for array in (self.ceiling, self.levels, self.loudest_db, self.envelopes))
+        return all(array is not None for array in (self.ceiling, self.levels, self.loudest_db, self.envelopes,
+                                                   self.spectrum))
 
     def compatible_with(self, preset: Preset) -> bool:
         """True when ``preset`` analyses and featurises exactly as this target was learned."""
@@ -74,7 +78,8 @@ class StyleTarget:
             with os.fdopen(descriptor, "wb") as handle:
                 arrays = {name: value for name, value in (("ceiling", self.ceiling), ("levels", self.levels),
                                                           ("loudest_db", self.loudest_db),
-                                                          ("envelopes", self.envelopes)) if value is not None}
+                                                          ("envelopes", self.envelopes),
+                                                          ("spectrum", self.spectrum)) if value is not None}
                 np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
                          band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)), **arrays)
             os.replace(temporary, path)
@@ -94,17 +99,19 @@ class StyleTarget:
                 grams = torch.from_numpy(np.array(data["grams"], dtype=np.float32))
                 bands = BandStats(mean=np.array(data["band_mean"]), covariance=np.array(data["band_covariance"]),
                                   count=float(meta["band_count"]))
-                ceiling, levels, loudest_db, envelopes = (
+                ceiling, levels, loudest_db, envelopes, spectrum = (
                     np.array(data[name], dtype=np.float32) if name in data.files else None
-                    for name in ("ceiling", "levels", "loudest_db", "envelopes"))
+                    for name in ("ceiling", "levels", "loudest_db", "envelopes", "spectrum"))
                 if levels is not None and levels.shape[-1] != BINS:  # another histogram resolution: unusable here
                     levels = None
                 if envelopes is not None and (envelopes.ndim != 2 or envelopes.shape[0] != len(bands.mean)
                                               or envelopes.shape[1] == 0):  # not band frames of these bands
                     envelopes = None
+                if spectrum is not None and spectrum.shape != (MEL_BANDS,):  # another band count: unusable here
+                    spectrum = None
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
                        sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling, levels=levels,
-                       loudest_db=loudest_db, envelopes=envelopes)
+                       loudest_db=loudest_db, envelopes=envelopes, spectrum=spectrum)
         except (OSError, KeyError, TypeError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
 
@@ -132,6 +139,7 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
     peaks = np.zeros(config.channels, dtype=np.float32)
     levels = LevelHistogram(config.channels)
     loudest_db = -np.inf
+    spectra, spectrum_frames = [], []
     frames = 0
     basis = None
     for index, (audio, sample_rate) in enumerate(sources):
@@ -152,13 +160,17 @@ def learn_style(sources: list[tuple[np.ndarray, int]], preset: Preset, name: str
         levels.add_grid(spectrum.logmag)
         frame_db.append(frame_energy_db(spectrum.logmag))
         loudest_db = max(loudest_db, float(frame_db[-1].max()))
+        clip_spectrum, clip_frames = long_term_spectrum(audio, sample_rate)
+        spectra.append(clip_spectrum)
+        spectrum_frames.append(clip_frames)
     grams = (sums / max(frames, 1)).float()
     bands = BandStats.of(np.concatenate(band_frames, axis=-1))
     envelopes = _sounding_envelopes(band_frames, frame_db, loudest_db - SILENT_ENVELOPE_DB)
     return StyleTarget(name=name, grams=grams, bands=bands, key=json.loads(json.dumps(preset.target_key())),
                        source_hash=audio_hash(sources), sample_rate=int(sources[0][1]), frames=frames,
                        ceiling=style_ceiling(peaks, config.window_ms), levels=levels.shares(),
-                       loudest_db=np.array(loudest_db, dtype=np.float32), envelopes=envelopes)
+                       loudest_db=np.array(loudest_db, dtype=np.float32), envelopes=envelopes,
+                       spectrum=np.average(spectra, axis=0, weights=spectrum_frames).astype(np.float32))
 
 
 def _sounding_envelopes(band_frames: list[np.ndarray], frame_db: list[np.ndarray], floor_db: float) -> np.ndarray:
@@ -209,14 +221,16 @@ def mix_targets(parts: list[tuple[StyleTarget, float]], name: str | None = None)
                        ceiling=_blend([(target.ceiling, weight) for target, weight in normalised]),
                        levels=_blend([(target.levels, weight) for target, weight in normalised]),
                        loudest_db=_blend([(target.loudest_db, weight) for target, weight in normalised]),
-                       envelopes=_pool_envelopes(normalised))
+                       envelopes=_pool_envelopes(normalised),
+                       spectrum=_blend([(target.spectrum, weight) for target, weight in normalised]))
 
 
 def _blend(parts: list[tuple[np.ndarray | None, float]]) -> np.ndarray | None:
     """``Σ wᵢ·xᵢ`` as float32, or None if any part lacks the array (a target from an older format).
 
     For ceilings and loudest frames a blend between the styles' ranges; for level
-    histograms the mixture of their distributions — as their grams and statistics blend.
+    histograms the mixture of their distributions; for long-term spectra the mean of their
+    shapes in dB — as their grams and statistics blend.
     """
     if any(array is None for array, _ in parts):
         return None

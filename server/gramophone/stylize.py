@@ -2,8 +2,8 @@
 
 analyse → colour (closed form) → optimise (gram steps) → map the quiet levels onto the
 style's (``levels.py``) → resynthesise, held under the style's range (each channel and
-each frame) when the preset asks (``ceiling.py``) → every sample within full scale
-(``limiter.py``).
+each frame) when the preset asks (``ceiling.py``) → the quiet bins equalised toward the
+style's long-term spectrum (``match_eq.py``) → every sample within full scale (``limiter.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .ceiling import ceiling_limit, hold_frames
 from .colour import BandBasis, RunningColour
 from .levels import RunningLevelMatch
 from .limiter import Limiter
+from .match_eq import match_spectrum
 from .network import get_pool
 from .optimize import Callback, Objective, Result, optimise
 from .presets import Preset
@@ -146,6 +147,8 @@ def stylize(
     seconds = time.monotonic() - began
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,
                        griffin_lim_init=preset.griffin_lim_init, seed=seed)
+    if preset.match_eq and style.spectrum is not None:
+        audio = match_spectrum(audio, sample_rate, style.spectrum, min(preset.style_weight, 1.0))
     audio = Limiter(sample_rate).process(audio)
     return StylizeResult(audio=audio, sample_rate=sample_rate, content_logmag=spectrum.logmag,
                          output_logmag=output_logmag, optimisation=result, seconds=seconds)
