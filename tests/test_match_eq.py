@@ -102,6 +102,14 @@ def test_the_spectrum_means_the_same_at_every_rate(rate):
     assert matched.shape == (1, noise.size) and np.all(np.isfinite(matched))
 
 
+@pytest.mark.filterwarnings("error")
+def test_a_clip_shorter_than_one_window_is_equalised_quietly():
+    audio = (0.1 * _noise(0.02, 11))[None].astype(np.float32)
+    spectrum, frames = long_term_spectrum(audio, RATE)
+    assert frames >= 1 and np.all(np.isfinite(spectrum))
+    assert match_spectrum(audio, RATE, spectrum).shape == audio.shape
+
+
 def test_a_spectrum_of_the_wrong_shape_is_refused():
     with pytest.raises(ValueError, match="128 bands"):
         match_spectrum(np.zeros((1, RATE), dtype=np.float32), RATE, np.zeros(40))

@@ -34,6 +34,8 @@ def _stft(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     """The STFT of ``(channels, samples)`` audio at this module's analysis, and its hop."""
     n_fft = OVERLAP * max(1, round(WINDOW_MS * sample_rate / 1000 / OVERLAP))
     hop = n_fft // OVERLAP
+    if audio.shape[-1] < n_fft:  # a clip shorter than one window: silence after it, as the edges are padded anyway
+        audio = np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, n_fft - audio.shape[-1])])
     return librosa.stft(audio, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant"), hop
 
 
