@@ -444,7 +444,7 @@ def test_a_target_saved_in_an_older_format_still_loads_and_stylises(tmp_path, cl
 
 @pytest.mark.parametrize(("field", "value"), [("envelopes", np.zeros(8)), ("envelopes", np.zeros((3, 10))),
                                             ("envelopes", np.zeros((16, 0))), ("spectrum", np.zeros(40)),
-                                            ("spectrum", np.zeros((128, 2)))])
+                                            ("spectrum", np.zeros((128, 2))), ("spectrum", np.full(128, np.nan))])
 def test_a_target_with_an_array_of_the_wrong_shape_loads_without_it(tmp_path, clips, style_a, field, value):
     path = style_a.save(tmp_path / "a.npz")
     with np.load(path) as data:

@@ -56,8 +56,13 @@ def long_term_spectrum(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray,
     Each band's mean dB over frames, less the mean over bands (so it sums to zero): ``(MEL_BANDS,)``.
     """
     stft, _ = _stft(np.atleast_2d(audio), sample_rate)
-    levels = _band_db(np.abs(stft) ** 2, _mel_basis(sample_rate, stft.shape[-2])).mean(axis=1)
-    return (levels - levels.mean()).astype(np.float32), stft.shape[-1]
+    return _shape(np.abs(stft) ** 2, _mel_basis(sample_rate, stft.shape[-2])), stft.shape[-1]
+
+
+def _shape(power: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """The long-term spectrum's shape of a ``(channels, bins, frames)`` power grid: see ``long_term_spectrum``."""
+    levels = _band_db(power, basis).mean(axis=1)
+    return (levels - levels.mean()).astype(np.float32)
 
 
 def match_spectrum(audio: np.ndarray, sample_rate: int, style_spectrum: np.ndarray, strength: float = 1.0) -> np.ndarray:
@@ -74,8 +79,7 @@ def match_spectrum(audio: np.ndarray, sample_rate: int, style_spectrum: np.ndarr
     stft, hop = _stft(audio, sample_rate)
     power = np.abs(stft) ** 2
     basis = _mel_basis(sample_rate, stft.shape[-2])
-    own, _ = long_term_spectrum(audio, sample_rate)
-    gain_db = _bins_from_bands(style_spectrum - own, basis)
+    gain_db = _bins_from_bands(style_spectrum - _shape(power, basis), basis)
     level = 10.0 * np.log10(np.maximum(power, 1e-20))
     quiet = np.clip((level.max() - QUIET_DB - level) / BLEND_DB + 1.0, 0.0, 1.0)
     gain = 10.0 ** (strength * quiet * gain_db[:, None] / 20.0)

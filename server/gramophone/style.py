@@ -107,7 +107,7 @@ class StyleTarget:
                 if envelopes is not None and (envelopes.ndim != 2 or envelopes.shape[0] != len(bands.mean)
                                               or envelopes.shape[1] == 0):  # not band frames of these bands
                     envelopes = None
-                if spectrum is not None and spectrum.shape != (MEL_BANDS,):  # another band count: unusable here
+                if spectrum is not None and (spectrum.shape != (MEL_BANDS,) or not np.all(np.isfinite(spectrum))):
                     spectrum = None
             return cls(name=meta["name"], grams=grams, bands=bands, key=meta["key"], source_hash=meta["source_hash"],
                        sample_rate=int(meta["sample_rate"]), frames=int(meta["frames"]), ceiling=ceiling, levels=levels,
