@@ -120,11 +120,12 @@ def stylize(
     content = validate_audio(content, "content", min_samples=config.n_fft(sample_rate))
     spectrum = analyse(content, sample_rate, config)
     began = time.monotonic()
-    strength = preset.colour * min(preset.style_weight, 1.0)
+    pull = min(preset.style_weight, 1.0)  # how far the colouring, bounds and maps go; beyond 1 only the steps pull harder
+    strength = preset.colour * pull
     anchor = colour_toward(spectrum.logmag, style, preset, strength)
     upper = None
     if preset.ceiling and style.ceiling is not None:
-        limit = ceiling_limit(spectrum.logmag, style.ceiling, min(preset.style_weight, 1.0))
+        limit = ceiling_limit(spectrum.logmag, style.ceiling, pull)
         anchor, upper = np.minimum(anchor, limit), torch.from_numpy(limit).to(device)
     nets = get_pool(config.channels, preset.network, config.max_freq_hz)
     if device != "cpu":  # the shared pool stays on the CPU; this run gets its own copies
@@ -140,15 +141,15 @@ def stylize(
     # From the content with no style pull, every step would leave it where it is.
     iterations = 0 if preset.style_weight == 0 and preset.init == "content" else preset.iterations
     result = optimise(start, objective, iterations, preset.learning_rate, preset.optimizer, callback, upper=upper)
-    output_logmag = match_levels(result.spectrogram.cpu().numpy(), style, preset, min(preset.style_weight, 1.0))
+    output_logmag = match_levels(result.spectrogram.cpu().numpy(), style, preset, pull)
     if upper is not None:  # a mapped level may sit up to a histogram bin above the style's peak
         output_logmag = np.minimum(output_logmag, limit)
-    output_logmag = hold_to_loudest(output_logmag, spectrum.logmag, style, preset, min(preset.style_weight, 1.0))
+    output_logmag = hold_to_loudest(output_logmag, spectrum.logmag, style, preset, pull)
     seconds = time.monotonic() - began
     audio = synthesise(spectrum, output_logmag, preset.phase, preset.griffin_lim_iterations,
                        griffin_lim_init=preset.griffin_lim_init, seed=seed)
     if preset.match_eq and style.spectrum is not None:
-        audio = match_spectrum(audio, sample_rate, style.spectrum, min(preset.style_weight, 1.0))
+        audio = match_spectrum(audio, sample_rate, style.spectrum, pull)
     audio = Limiter(sample_rate).process(audio)
     return StylizeResult(audio=audio, sample_rate=sample_rate, content_logmag=spectrum.logmag,
                          output_logmag=output_logmag, optimisation=result, seconds=seconds)
