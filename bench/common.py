@@ -1,8 +1,13 @@
-"""What the benchmarks share: running a preset on a pair, measuring it, machine peak, tables."""
+"""What the benchmarks share: running a preset on a pair, measuring it, machine peak, a server process, tables."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from pythonosc.osc_message_builder import OscMessageBuilder
 from torch.utils.flop_counter import FlopCounterMode
 
 from gramophone import metrics
@@ -18,7 +24,8 @@ from gramophone.analysis import analyse
 from gramophone.audio import resample
 from gramophone.network import get_pool
 from gramophone.params import Parameters
-from gramophone.presets import Preset
+from gramophone.presets import Preset, get_preset
+from gramophone.protocol import encode_audio
 from gramophone.stream import StreamConfig, StreamProcessor
 from gramophone.style import StyleTarget, learn_style
 from gramophone.stylize import stylize
@@ -26,6 +33,7 @@ from gramophone.stylize import stylize
 from .pairs import Pair
 
 OUT = Path(__file__).resolve().parent / "out"
+LISTENING = re.compile(r"listening on udp (\S+):(\d+)")
 
 
 @dataclass
@@ -203,6 +211,48 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - began)
     return 2 * size**3 / best / 1e9
+
+
+def chunk_seconds(sample_rate: int) -> float:
+    """How long one live chunk of the default preset lasts (``chunk_frames`` STFT hops)."""
+    return StreamConfig().chunk_frames * get_preset("default").analysis.hop_length(sample_rate) / sample_rate
+
+
+def message(address: str, *args) -> bytes:
+    """One OSC message, its type tags as python-osc guesses them (int → i, float → f, str → s)."""
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg)
+    return builder.build().dgram
+
+
+def audio_message(seq: int, block: np.ndarray) -> bytes:
+    """``/content seq f f f …`` (float lists are what Max and Pd send)."""
+    return encode_audio("/content", seq, block, "floats")
+
+
+class Server:
+    """``python -m gramophone serve`` on a free port, stopped by PID."""
+
+    def __init__(self, folder: Path) -> None:
+        self.log = folder / "server.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gramophone", "serve", "--port", "0", "--max-sessions", "32",
+                                          "--cache-dir", str(folder / "cache"), "--styles-dir", str(folder / "styles")],
+                                         stdout=out, stderr=subprocess.STDOUT)
+        for _ in range(1200):
+            found = LISTENING.search(self.log.read_text())
+            if found:
+                self.host, self.port = found.group(1), int(found.group(2))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise SystemExit(f"the server did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGINT)
+        self.proc.wait(60)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -30,53 +26,12 @@ from pathlib import Path
 
 import numpy as np
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
 
 from gramophone.framing import SlipDecoder
-from gramophone.presets import get_preset
-from gramophone.protocol import encode_audio
-from gramophone.stream import StreamConfig
 
-from .common import Column, table
+from .common import Column, Server, audio_message, chunk_seconds, message, table
 
 RATE = 48_000
-LISTENING = re.compile(r"listening on udp (\S+):(\d+)")
-
-
-def message(address: str, *args) -> bytes:
-    builder = OscMessageBuilder(address)
-    for arg in args:
-        builder.add_arg(arg)
-    return builder.build().dgram
-
-
-def audio_message(seq: int, block: np.ndarray) -> bytes:
-    """``/content seq f f f …`` (float lists are what Max and Pd send)."""
-    return encode_audio("/content", seq, block, "floats")
-
-
-class Server:
-    """``python -m gramophone serve`` on a free port, stopped by PID."""
-
-    def __init__(self, folder: Path) -> None:
-        self.log = folder / "server.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "gramophone", "serve", "--port", "0", "--max-sessions", "32",
-                                          "--cache-dir", str(folder / "cache"), "--styles-dir", str(folder / "styles")],
-                                         stdout=out, stderr=subprocess.STDOUT)
-        for _ in range(1200):
-            found = LISTENING.search(self.log.read_text())
-            if found:
-                self.host, self.port = found.group(1), int(found.group(2))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise SystemExit(f"the server did not start:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        os.kill(self.proc.pid, signal.SIGINT)
-        self.proc.wait(60)
 
 
 class Udp:
@@ -160,9 +115,7 @@ def pings(server: Server, stop: threading.Event, out: list[float]) -> None:
 
 
 def chunks_in(seconds: float) -> float:
-    preset = get_preset("default")
-    hop = preset.analysis.hop_length(RATE)
-    return seconds * RATE / (StreamConfig().chunk_frames * hop)
+    return seconds / chunk_seconds(RATE)
 
 
 def param_rates(server: Server, count: int) -> dict:
