@@ -7,12 +7,13 @@ Audio is always a float32 array shaped ``(channels, samples)``. Bad input raises
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import librosa
 import numpy as np
 import soundfile as sf
+
+from .atomic import atomic_write
 
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT"}
 SILENCE_RMS = 1e-5  # below -100 dBFS there is nothing to analyse
@@ -71,7 +72,7 @@ def validate_audio(audio: np.ndarray, name: str, min_samples: int = 1) -> np.nda
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, bits: str = "16") -> Path:
-    """Write WAV or FLAC (by extension) atomically: a failed write leaves no partial file.
+    """Write WAV or FLAC (by extension) atomically and durably: a failed or killed write leaves no partial file.
 
     ``bits`` is ``"16"``, ``"24"`` or ``"float"`` (float is WAV only).
     """
@@ -89,14 +90,8 @@ def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, bit
     frames = frames[np.newaxis] if frames.ndim == 1 else frames
     if bits != "float":
         frames = np.clip(frames, -1.0, 1.0)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(descriptor)
-    try:
+    with atomic_write(path) as temporary:
         sf.write(temporary, frames.T, sample_rate, subtype=SUBTYPES[bits], format=file_format)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

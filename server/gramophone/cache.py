@@ -3,7 +3,10 @@
 Targets are keyed by the hash of their source audio and the settings they depend on, so
 the same clip under the same preset is learned once. Named styles (``gramophone style
 learn --name``) are the same files under ``styles/NAME.npz``. A corrupt or foreign file is
-recomputed (or reported) with a warning, never a crash; every write is atomic.
+recomputed (or reported) with a warning, never a crash. Every write is atomic and durable
+(atomic.py), so a process killed mid-write leaves each style whole or absent; opening the
+cache removes the temporary files such a process left and sets aside named styles cut
+short by an older version or a disk problem, so they read as absent.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import json
 import logging
 import os
 import re
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import remove_leftovers
 from .presets import Preset
 from .style import StyleTarget, audio_hash, learn_style
 
@@ -45,8 +51,30 @@ class StyleCache:
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory) if directory else default_cache_dir()
-        (self.directory / "targets").mkdir(parents=True, exist_ok=True)
-        (self.directory / "styles").mkdir(parents=True, exist_ok=True)
+        for folder in ("targets", "styles"):
+            (self.directory / folder).mkdir(parents=True, exist_ok=True)
+            remove_leftovers(self.directory / folder)
+        self._set_aside_cut_short()
+
+    def _set_aside_cut_short(self) -> None:
+        """Rename named styles that are not a whole zip (empty, truncated) to ``NAME.npz.damaged``.
+
+        They then read as absent, not as broken, and can be learned again.
+        """
+        for path in self._named_files():
+            if not zipfile.is_zipfile(path):
+                aside = path.with_name(f"{path.name}.damaged")
+                try:
+                    os.replace(path, aside)
+                except FileNotFoundError:  # another process set it aside or deleted it first
+                    continue
+                log.warning("style file %s is empty or cut short; moved to %s; learn the style again", path, aside)
+
+    def _named_files(self) -> Iterator[Path]:
+        """The named styles' files: ``NAME.npz`` with a valid name (not temporary or other files)."""
+        for path in (self.directory / "styles").glob("*.npz"):
+            if NAME_PATTERN.match(path.stem) and path.is_file():
+                yield path
 
     def key_path(self, sources: list[tuple[np.ndarray, int]], preset: Preset) -> Path:
         settings = json.dumps(preset.target_key(), sort_keys=True)
@@ -88,7 +116,7 @@ class StyleCache:
         return target
 
     def names(self) -> list[str]:
-        return sorted(path.stem for path in (self.directory / "styles").glob("*.npz"))
+        return sorted(path.stem for path in self._named_files())
 
     def delete_named(self, name: str) -> None:
         self.named_path(name).unlink(missing_ok=True)

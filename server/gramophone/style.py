@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from .analysis import analyse
+from .atomic import atomic_write
 from .audio import AudioError, resample, validate_audio
 from .ceiling import frame_energy_db, style_ceiling
 from .levels import BINS, LevelHistogram
@@ -69,23 +69,16 @@ class StyleTarget:
             raise ValueError(f"style {self.name!r} was learned for other analysis or network settings than preset {preset.name!r}")
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically as ``.npz`` (arrays) with the metadata as a JSON string inside."""
+        """Write atomically and durably as ``.npz`` (arrays) with the metadata as a JSON string inside."""
         path = Path(path)
         meta = {"format": FORMAT_VERSION, "name": self.name, "key": self.key, "source_hash": self.source_hash,
                 "sample_rate": self.sample_rate, "frames": self.frames, "band_count": self.bands.count}
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                arrays = {name: value for name, value in (("ceiling", self.ceiling), ("levels", self.levels),
-                                                          ("loudest_db", self.loudest_db),
-                                                          ("envelopes", self.envelopes),
-                                                          ("spectrum", self.spectrum)) if value is not None}
-                np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
-                         band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)), **arrays)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        arrays = {name: value for name, value in (("ceiling", self.ceiling), ("levels", self.levels),
+                                                  ("loudest_db", self.loudest_db), ("envelopes", self.envelopes),
+                                                  ("spectrum", self.spectrum)) if value is not None}
+        with atomic_write(path) as temporary, open(temporary, "wb") as handle:
+            np.savez(handle, grams=self.grams.numpy(), band_mean=self.bands.mean,
+                     band_covariance=self.bands.covariance, meta=np.array(json.dumps(meta)), **arrays)
         return path
 
     @classmethod
