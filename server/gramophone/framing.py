@@ -17,7 +17,15 @@ MAX_TCP_PACKET = 8 * 1024 * 1024
 
 
 class FramingError(ValueError):
-    """The byte stream cannot be split into packets; the connection must close."""
+    """The byte stream cannot be split into packets; the connection must close.
+
+    ``packets`` are the whole packets that came before the fault in the same ``feed``: the
+    client sent them first, so they are handled however TCP happened to cut the stream.
+    """
+
+    def __init__(self, message: str, packets: list[bytes] | None = None) -> None:
+        super().__init__(message)
+        self.packets = packets or []
 
 
 class SlipDecoder:
@@ -30,27 +38,30 @@ class SlipDecoder:
 
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
-        if slip.END not in data:  # mid-frame: skip re-splitting the whole buffer
-            if len(self._buffer) > MAX_TCP_PACKET:
-                raise FramingError(f"SLIP frame larger than {MAX_TCP_PACKET} bytes")
-            return []
-        *frames, rest = bytes(self._buffer).split(slip.END)
-        if len(rest) > MAX_TCP_PACKET:
-            raise FramingError(f"SLIP frame larger than {MAX_TCP_PACKET} bytes")
-        self._buffer = bytearray(rest)
-        packets = []
-        for frame in frames:
-            if not frame:
-                continue
-            try:
-                packets.append(slip.decode(frame))
-            except slip.ProtocolError:
-                raise FramingError("invalid SLIP escape sequence") from None
+        packets: list[bytes] = []
+        if slip.END in data:  # else mid-frame: skip re-splitting the whole buffer
+            *frames, rest = bytes(self._buffer).split(slip.END)
+            self._buffer = bytearray(rest)
+            for frame in frames:
+                if frame:
+                    packets.append(_slip_frame(frame, packets))
+        if len(self._buffer) > MAX_TCP_PACKET:
+            raise FramingError(f"SLIP frame larger than {MAX_TCP_PACKET} bytes", packets)
         return packets
 
     @staticmethod
     def encode(packet: bytes) -> bytes:
         return slip.encode(packet)
+
+
+def _slip_frame(frame: bytes, before: list[bytes]) -> bytes:
+    """One SLIP frame decoded; ``before`` are the packets to hand on with an error."""
+    if len(frame) > MAX_TCP_PACKET:
+        raise FramingError(f"SLIP frame larger than {MAX_TCP_PACKET} bytes", before)
+    try:
+        return slip.decode(frame)
+    except slip.ProtocolError:
+        raise FramingError("invalid SLIP escape sequence", before) from None
 
 
 class LengthDecoder:
@@ -67,7 +78,7 @@ class LengthDecoder:
         while len(self._buffer) >= 4:
             (size,) = struct.unpack_from(">I", self._buffer)
             if size > MAX_TCP_PACKET:
-                raise FramingError(f"length prefix {size} exceeds {MAX_TCP_PACKET} bytes")
+                raise FramingError(f"length prefix {size} exceeds {MAX_TCP_PACKET} bytes", packets)
             if len(self._buffer) < 4 + size:
                 break
             packets.append(bytes(self._buffer[4 : 4 + size]))

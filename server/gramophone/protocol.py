@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 from pythonosc.osc_message import OscMessage, ParseError
-from pythonosc.osc_message_builder import BuildError, OscMessageBuilder
 from pythonosc.parsing import osc_types
 
 from gramophone.params import PARAMETERS
@@ -24,8 +23,10 @@ from gramophone.params import PARAMETERS
 # and other tags without consuming their bytes, so every later argument would be misread.
 SCALAR_TAGS = frozenset("ifdhsbTFN")
 NUMBER_TAGS = frozenset("ifdhTF")
+FIXED_SIZES = {"i": 4, "f": 4, "h": 8, "d": 8, "T": 0, "F": 0, "N": 0}  # bytes each argument takes
 BUNDLE_PREFIX = b"#bundle\x00"
 MAX_BUNDLE_DEPTH = 8
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Largest UDP payload over IPv4: 65 535 - 8 (UDP header) - 20 (IP header).
 MAX_UDP_PAYLOAD = 65_507
 
@@ -167,7 +168,7 @@ def parse_message(dgram: bytes) -> Message:
         address, index = osc_types.get_string(dgram, 0)
         tags = ""
         if index < len(dgram):
-            tag_string, _ = osc_types.get_string(dgram, index)
+            tag_string, index = osc_types.get_string(dgram, index)
             if not tag_string.startswith(","):
                 raise ProtocolError(address, "type tag string must start with ','")
             tags = tag_string[1:]
@@ -177,12 +178,31 @@ def parse_message(dgram: bytes) -> Message:
                 address,
                 f"unsupported OSC type tag {''.join(unsupported)!r}: use i h f d s b T F N (no arrays)",
             )
+        if "b" in tags:
+            _check_blob_sizes(address, dgram, index, tags)
         args = tuple(OscMessage(dgram).params)
     except (ParseError, osc_types.ParseError, UnicodeDecodeError) as error:
         raise ProtocolError(address, f"malformed OSC message ({_first_line(error)})") from None
     if len(args) != len(tags):
         raise ProtocolError(address, "malformed OSC message (arguments do not match type tags)")
     return Message(address, tags, args)
+
+
+def _check_blob_sizes(address: str, dgram: bytes, index: int, tags: str) -> None:
+    """Refuse a negative blob size: python-osc reads it as an empty blob and steps back over it.
+
+    ``index`` is where the arguments start.
+    """
+    for tag in tags:
+        if tag == "s":
+            _, index = osc_types.get_string(dgram, index)
+        elif tag == "b":
+            size, index = osc_types.get_int(dgram, index)
+            if size < 0:
+                raise ProtocolError(address, f"malformed OSC message (blob size {size})")
+            index += size + -size % 4
+        else:
+            index += FIXED_SIZES[tag]
 
 
 def _first_line(error: Exception) -> str:
@@ -258,7 +278,8 @@ def _audio(address: str, args: tuple[Any, ...], tags: str) -> tuple[np.ndarray, 
             raise ProtocolError(address, f"audio blob of {len(blob)} bytes is not a whole number of float32 samples")
         samples, encoding = np.frombuffer(blob, dtype="<f4").astype(np.float32), "blob"
     elif set(tags) <= NUMBER_TAGS:
-        samples, encoding = np.asarray(args, dtype=np.float32), "floats"
+        with np.errstate(over="ignore"):  # a double beyond float32 becomes inf, refused below, not a warning
+            samples, encoding = np.asarray(args, dtype=np.float32), "floats"
     else:
         raise ProtocolError(address, "samples must be numbers or one blob of float32 (little-endian)")
     if not np.isfinite(samples).all():
@@ -281,14 +302,35 @@ def decode(data: bytes) -> list[Command | ProtocolError]:
 
 
 def encode_message(address: str, *args: Any) -> bytes:
-    """A flat OSC message: int → i (h when large), float → f, str → s, bytes → b, bool → T/F."""
-    builder = OscMessageBuilder(address)
-    for arg in args:
-        builder.add_arg(arg.item() if isinstance(arg, np.generic) else arg)
+    """A flat OSC message: int → i (h when large), float → f (d beyond float32), str → s, bytes → b,
+    bool → T/F, None → N.
+
+    Built here, not with python-osc's builder: that refuses an empty blob and a double beyond
+    float32, which ``/ping`` and ``/sync`` must echo back like any other token.
+    """
     try:
-        return builder.build().dgram
-    except BuildError as error:
+        encoded = [_encode_arg(arg.item() if isinstance(arg, np.generic) else arg) for arg in args]
+        head = _osc_string(address) + _osc_string("," + "".join(tag for tag, _ in encoded))
+    except ValueError as error:  # UnicodeEncodeError included
         raise ValueError(f"cannot encode {address}: {error}") from None
+    return head + b"".join(data for _, data in encoded)
+
+
+def _encode_arg(arg: Any) -> tuple[str, bytes]:
+    """One argument's type tag and bytes."""
+    if arg is None or isinstance(arg, bool):
+        return {None: "N", True: "T", False: "F"}[arg], b""
+    if isinstance(arg, str):
+        return "s", _osc_string(arg)
+    if isinstance(arg, bytes):
+        return "b", struct.pack(">i", len(arg)) + arg + b"\x00" * (-len(arg) % 4)
+    if isinstance(arg, int) and -(2**63) <= arg < 2**63:
+        return ("i", struct.pack(">i", arg)) if -(2**31) <= arg < 2**31 else ("h", struct.pack(">q", arg))
+    if isinstance(arg, float):
+        if abs(arg) <= FLOAT32_MAX or not math.isfinite(arg):
+            return "f", struct.pack(">f", arg)
+        return "d", struct.pack(">d", arg)
+    raise ValueError(f"{arg!r} is not an OSC argument")
 
 
 def fail(address: str, message: str) -> bytes:

@@ -76,6 +76,7 @@ class UdpTransport:
         self._thread.start()
 
     def _run(self) -> None:
+        own = self.sock.getsockname()
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(UDP_RECEIVE_SIZE)
@@ -83,6 +84,9 @@ class UdpTransport:
                 continue
             except OSError as error:  # e.g. ICMP port unreachable from an earlier reply
                 log.debug("udp receive: %s", error)
+                continue
+            if _from_self(own, addr, self.sock.family):
+                log.debug("udp: dropped a datagram from this socket itself")
                 continue
             try:
                 self._on_packet(addr, data, time.monotonic())
@@ -221,15 +225,17 @@ class TcpListener:
                 try:
                     if conn.framing is None:
                         conn.framing = sniff(data[0])
-                    packets = conn.framing.feed(data)
+                    packets, fault = conn.framing.feed(data), None
                 except FramingError as error:
-                    self._on_error(conn, str(error))
-                    break
+                    packets, fault = error.packets, error
                 for packet in packets:
                     try:
                         self._on_packet(conn, packet, arrival)
                     except Exception as error:  # a bug must never leave the connection deaf
                         _internal_error(conn.addr, error)
+                if fault is not None:
+                    self._on_error(conn, str(fault))
+                    break
         finally:
             if not self._stop.is_set():  # at shutdown the server finishes connections itself
                 with self._lock:
@@ -248,6 +254,30 @@ class TcpListener:
                     conn.sock.shutdown(socket.SHUT_RD)
                 except OSError:
                     pass
+
+
+def _from_self(own: Address, addr: Address, family: int) -> bool:
+    """Whether ``addr`` is this socket's own address.
+
+    Every datagram gets an answer (a ``/fail`` at least), so one that comes from the socket
+    itself (a reply sent to its own port by ``/connect … reply_port``, or a forged source)
+    would be answered to itself, and that answer again, for ever.
+    """
+    if addr[1] != own[1]:
+        return False
+    if addr[0] == own[0]:
+        return True
+    return ipaddress.ip_address(own[0]).is_unspecified and _is_local(addr[0], family)
+
+
+def _is_local(host: str, family: int) -> bool:
+    """Whether ``host`` is an address of this machine (only those can be bound)."""
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))
+        except OSError:
+            return False
+    return True
 
 
 def _internal_error(addr: Address, error: Exception) -> None:
