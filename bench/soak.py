@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import select
-import socket
 import struct
 import sys
 import tempfile
@@ -44,6 +42,7 @@ import numpy as np
 from pythonosc.osc_message import OscMessage
 
 from .common import Column, Server, audio_message, chunk_seconds, message, table
+from .timing import TimedSocket
 
 RATE = 48_000
 BLOCK = 512
@@ -58,62 +57,6 @@ SETTLE = 0.5  # seconds past the latency to wait for the last real-time replies
 MELODY = np.array([0, 3, 7, 5, 10, 7, 3, -2])  # semitones, one note per NOTE_SECONDS
 NOTE_SECONDS = 0.4
 SYLLABLE_HZ = 2.5
-
-# Linux's <asm-generic/socket.h> and <linux/net_tstamp.h>; Python's socket module does not name them.
-SO_TIMESTAMPNS = 35
-SO_TIMESTAMPING = 37
-TX_SOFTWARE, SOFTWARE, OPT_TSONLY = 1 << 1, 1 << 4, 1 << 11
-STAMP_SEND = [(socket.SOL_SOCKET, SO_TIMESTAMPING, struct.pack("I", TX_SOFTWARE))]
-STAMP_SPACE = socket.CMSG_SPACE(48)  # three timespecs (SCM_TIMESTAMPING) is the largest
-
-
-def _stamp(ancillary: list[tuple[int, int, bytes]], kind: int) -> float | None:
-    """The first timespec of a ``kind`` control message, in seconds since the epoch."""
-    for level, found, data in ancillary:
-        if level == socket.SOL_SOCKET and found == kind:
-            seconds, nanoseconds = struct.unpack_from("qq", data)
-            return seconds + nanoseconds * 1e-9
-    return None
-
-
-class TimedSocket:
-    """A UDP socket to the server that reads when the kernel sent and received each packet."""
-
-    def __init__(self, server: Server) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)  # a flush's burst of replies
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, SOFTWARE | OPT_TSONLY)
-        self.sock.connect((server.host, server.port))
-        self.sock.setblocking(False)
-
-    def send(self, data: bytes) -> float:
-        """Send one packet; when it left (loopback stamps it inside the send call), else just before."""
-        before = time.time()
-        self.sock.sendmsg([data], STAMP_SEND)
-        try:
-            _, ancillary, _, _ = self.sock.recvmsg(0, STAMP_SPACE, socket.MSG_ERRQUEUE)
-        except BlockingIOError:
-            return before
-        return _stamp(ancillary, SO_TIMESTAMPING) or before
-
-    def wait(self, timeout: float) -> bool:
-        """Whether a packet is waiting (or arrives within ``timeout``)."""
-        return bool(select.select([self.sock], [], [], max(timeout, 0.0))[0])
-
-    def drain(self) -> list[tuple[bytes, float]]:
-        """Every waiting packet with its kernel arrival time."""
-        packets = []
-        while True:
-            try:
-                data, ancillary, _, _ = self.sock.recvmsg(65536, STAMP_SPACE)
-            except BlockingIOError:
-                return packets
-            packets.append((data, _stamp(ancillary, SO_TIMESTAMPNS) or time.time()))
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 def _body(packet: bytes) -> bytes:
     """An OSC message without its address: what a dry ``/audio`` shares with its ``/content``."""
@@ -144,7 +87,7 @@ class Session:
     """One live session on its own socket: when each block left and came back, and whether dry."""
 
     def __init__(self, server: Server, index: int) -> None:
-        self.sock = TimedSocket(server)
+        self.sock = TimedSocket(server.host, server.port)
         self.voice = Voice(220.0 * 2 ** (-index / 5))
         self.replies: deque[OscMessage] = deque()
         self.pending: dict[int, bytes] = {}  # seq → body of the /content not answered yet
@@ -222,7 +165,7 @@ class Pinger:
     """``/ping`` every ``PING_PERIOD`` from its own socket; round trips by kernel times."""
 
     def __init__(self, server: Server) -> None:
-        self.sock = TimedSocket(server)
+        self.sock = TimedSocket(server.host, server.port)
         self.trips: list[tuple[float, float]] = []  # (sent at, round trip in ms)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run)

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -28,9 +29,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from bench.timing import TimedSocket
 from gramophone.framing import LengthDecoder, SlipDecoder
 
 SERVER_COMMAND = [sys.executable, "-m", "gramophone", "serve"]
@@ -195,3 +198,73 @@ class OscClient:
     def request(self, address: str, *args: Any, reply: str, timeout: float = 10.0) -> OscMessage:
         self.send(address, *args)
         return self.expect(reply, timeout)
+
+
+class RealTimeSender:
+    """A UDP client that sends blocks at the real rate and notes, by the kernel's timestamps, when
+    each block left and when its ``/audio`` came back (``sent[seq]``, ``returned[seq]``, seconds
+    since the epoch); ``samples[seq]`` is what came back. Replies are read on a thread.
+    """
+
+    def __init__(self, host: str, port: int, rate: int, block: int) -> None:
+        self.sock = TimedSocket(host, port)
+        self.rate, self.block = rate, block
+        self.sent: dict[int, float] = {}
+        self.returned: dict[int, float] = {}
+        self.samples: dict[int, np.ndarray] = {}
+        self.other: list[OscMessage] = []
+        self.repeats = 0
+        self._stop = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            if not self.sock.wait(0.05):
+                continue
+            for data, at in self.sock.drain():
+                msg = OscMessage(data)
+                if msg.address != "/audio":
+                    self.other.append(msg)
+                elif msg.params[0] in self.returned:
+                    self.repeats += 1
+                else:
+                    self.returned[msg.params[0]] = at
+                    self.samples[msg.params[0]] = np.frombuffer(msg.params[1], "<f4")
+
+    def message(self, address: str, *args: Any) -> None:
+        builder = OscMessageBuilder(address)
+        for arg in args:
+            builder.add_arg(arg)
+        self.sock.send(builder.build().dgram)
+
+    def request(self, address: str, *args: Any, reply: str, timeout: float = 10.0) -> OscMessage:
+        """Send a message and wait for its reply among those the reader thread collects."""
+        seen = len(self.other)
+        self.message(address, *args)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for msg in self.other[seen:]:
+                if msg.address == reply:
+                    return msg
+            time.sleep(0.01)
+        raise AssertionError(f"no {reply} within {timeout} s; got {[str(m)[:80] for m in self.other[seen:]]}")
+
+    def send(self, first_seq: int, blocks: list[np.ndarray]) -> None:
+        """Send ``blocks`` (float32) as blobs from ``first_seq`` on, one per block period."""
+        start = time.monotonic()
+        for index, block in enumerate(blocks):
+            time.sleep(max(0.0, start + index * self.block / self.rate - time.monotonic()))
+            builder = OscMessageBuilder("/content")
+            builder.add_arg(first_seq + index)
+            builder.add_arg(np.asarray(block, "<f4").tobytes())
+            self.sent[first_seq + index] = self.sock.send(builder.build().dgram)
+
+    def close(self) -> None:
+        self._stop = True
+        self._reader.join()
+        self.sock.close()
+
+    def delays(self) -> dict[int, float]:
+        """Seconds from each block leaving to its answer arriving, for the blocks answered."""
+        return {seq: self.returned[seq] - at for seq, at in self.sent.items() if seq in self.returned}

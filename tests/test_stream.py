@@ -305,6 +305,31 @@ def test_gaps_in_seq_are_counted_and_the_sent_blocks_still_come_out_aligned(styl
             assert error_db(out, blocks[seq]) < -60, seq
 
 
+@pytest.mark.parametrize("stall", ["gap", "silence"])
+def test_a_stall_longer_than_the_blocks_in_flight_keeps_the_blocks_after_it_aligned(style_a, stall):
+    """A seq gap (blocks lost) or ``push_silence`` (the server padding a stalled input) long enough to
+    release every pending block: each block sent after it still comes out as itself (effect off)."""
+    rate, block = 22050, 256
+    blocks = interleave(signal(rate, 1.5), block)
+    proc = processor(style_a, style_weight=0.0)
+    proc.prepare(rate, 1, block)
+    outputs = []
+    for seq in range(30):
+        outputs.extend(proc.push(seq, blocks[seq]))
+    if stall == "gap":
+        resume = 60
+    else:
+        resume = 30
+        for _ in range(30):
+            outputs.extend(proc.push_silence())
+    for seq in range(resume, len(blocks)):
+        outputs.extend(proc.push(seq, blocks[seq]))
+    outputs.extend(proc.flush())
+    assert [seq for seq, _ in outputs] == list(range(30)) + list(range(resume, len(blocks)))
+    for seq, out in outputs:
+        assert error_db(out, blocks[seq]) < -60, seq
+
+
 def test_old_wrong_and_bad_blocks_are_refused_and_the_stream_goes_on(style_a):
     rate, block = 22050, 256
     audio = signal(rate, 1.0)
@@ -469,7 +494,8 @@ def test_stream_moves_the_style_under_held_out_evaluators(speech, default_target
 def test_reported_latency_bounds_when_each_block_comes_out(style_a, rate, block, chunk):
     """Arrival times simulated: output block k comes out of the push that completes the chunk it
     needs; that push's block arrives ``(j − k)·B`` samples after block k, and the chunk may then
-    take ``budget`` × its duration. Both together must fit in ``latency_samples``."""
+    take ``budget`` × its duration. Both together, and the reserve for the chunk's finishing work,
+    must fit in ``latency_samples``."""
     budget = 0.5
     proc = StreamProcessor(make_params(style_weight=0.0, budget=budget), style_a, SMALL, mode="live",
                            config=StreamConfig(chunk_frames=chunk))
@@ -483,9 +509,11 @@ def test_reported_latency_bounds_when_each_block_comes_out(style_a, rate, block,
         for k, _ in proc.push(j, part):
             waits.append((j - k) * block)
     assert len(waits) > 0
-    assert max(waits) + budget * chunk_samples <= latency
+    reserve = proc.reserve_seconds * rate
+    assert 0 < proc.reserve_seconds < 0.1
+    assert max(waits) + budget * chunk_samples + reserve <= latency
     # and it is not padded far beyond what the stream needs
-    assert latency <= max(waits) + budget * (block // chunk_samples + 1) * chunk_samples + 1
+    assert latency <= max(waits) + budget * (block // chunk_samples + 1) * chunk_samples + reserve + 1
 
 
 def test_blocks_pushed_in_real_time_come_out_within_the_latency(style_a):

@@ -119,7 +119,7 @@ Gramophone {
 	status {
 		var r = this.prRequest('/status', [], '/status/reply');
 		^(sessions: r[1], rtfAvg: r[2], rtfPeak: r[3], iterationsAvg: r[4], latencyMs: r[5],
-			lateChunks: r[6], lostBlocks: r[7], queuedBlocks: r[8])
+			lateChunks: r[6], lostBlocks: r[7], queuedBlocks: r[8], lateBlocks: r[9])
 	}
 
 	// Round-trip time in seconds.

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import __version__
+from . import __version__, priority
 from .library import LibraryError, StyleLibrary
 from .params import PARAMETERS, Parameters
 from .protocol import PARAM_PREFIX, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
@@ -36,6 +36,17 @@ MAX_PEERS = 1024
 MAX_LANE = 1024  # queued messages per sender, audio included
 RENDER_QUEUE_BLOCKS = 256
 FAILS_LOGGED_PER_SECOND = 20  # per sender; a client failing every block must not flood the log
+WATCH_SECONDS = 0.002  # how often the watchdog looks at every live session
+# A live block still unanswered this close to its due time goes back dry: the watchdog's
+# period, a GIL hand-off (the serve command sets a 1 ms switch interval) and the send, plus
+# the worst the watchdog has recently woken late (when the workers keep the interpreter
+# busy, it waits for its turn), which decays by WAKE_LAG_DECAY each look (about 2 s).
+SEND_GUARD_SECONDS = 0.006
+WAKE_LAG_DECAY = 0.999
+# A stalled live input is padded with silence once its next block is this share of a
+# chunk's budget overdue: late enough to ride out a sender's jitter, early enough that the
+# padded chunk still takes steps and every block already sent comes back on time.
+PAD_GRACE_SHARE = 0.5
 
 
 class Processor(Protocol):
@@ -43,9 +54,11 @@ class Processor(Protocol):
 
     mode: str
     latency_samples: int
+    budget_seconds: float  # the most a chunk's optimiser may take in live mode
 
     def prepare(self, sample_rate: int, channels: int, block_size: int) -> None: ...
     def push(self, seq: int, block: np.ndarray, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
+    def push_silence(self, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
     def flush(self) -> list[tuple[int, np.ndarray]]: ...
     def reset(self) -> None: ...
     def set_style(self, target: Any) -> None: ...
@@ -66,25 +79,59 @@ class ServerConfig:
     shutdown_timeout: float = 30.0
 
 
+@dataclass
+class InFlight:
+    """A block received and not yet answered: when its answer is due, and what to send if dry."""
+
+    due: float  # time.monotonic() by which its /audio must leave (live); inf in render mode
+    samples: np.ndarray
+    encoding: str
+
+
 class Session:
-    """A connected stream: its processor, format, and the encoding of every block in flight."""
+    """A connected stream: its processor, format, and every block in flight until answered.
+
+    Each block is answered exactly once: by the processor's output, or dry (its own input)
+    when its due time comes first; whichever takes it from ``in_flight`` sends it.
+    """
 
     def __init__(self, sid: int, processor: Processor, sample_rate: int, channels: int, block_size: int) -> None:
         self.id = sid
         self.processor = processor
         self.sample_rate, self.channels, self.block_size = sample_rate, channels, block_size
-        self.encodings: OrderedDict[int, str] = OrderedDict()
+        self.in_flight: OrderedDict[int, InFlight] = OrderedDict()
+        self.answer_lock = threading.Lock()
         self.dropped = 0  # blocks sent back dry because the session fell behind (for the log)
+        self.dry_at_due = 0  # of those, blocks the processor took but could not finish in time
+        self.late_blocks = 0  # answers that still left after their due time
         self.behind = False
         self.latency_seconds = processor.latency_samples / sample_rate
+        self.block_seconds = block_size / sample_rate
         blocks_in_latency = math.ceil(processor.latency_samples / block_size)
         self.live_queue = max(4, blocks_in_latency + 2)  # a block waiting longer cannot be on time
+        self.expected_arrival = math.inf  # when the next live block would arrive in real time
+        self.padding = False  # a block of silence is queued for a stalled input
 
-    def encoding_of(self, seq: int) -> str:
-        """The encoding ``seq`` came in; forgets it and every older one (outputs come in order)."""
-        while self.encodings and next(iter(self.encodings)) < seq:
-            self.encodings.popitem(last=False)
-        return self.encodings.pop(seq, "floats")
+    def take(self, seq: int) -> InFlight | None:
+        """Claim the answer to ``seq``; None when it was answered already."""
+        with self.answer_lock:
+            return self.in_flight.pop(seq, None)
+
+    def overdue(self, now: float, guard: float) -> list[tuple[int, InFlight]]:
+        """Claim every block whose answer is due within ``guard`` seconds."""
+        out = []
+        with self.answer_lock:
+            while self.in_flight:
+                seq, block = next(iter(self.in_flight.items()))
+                if block.due - guard > now:
+                    break
+                out.append(self.in_flight.popitem(last=False))
+        return out
+
+    def claim_all(self) -> list[tuple[int, InFlight]]:
+        with self.answer_lock:
+            out, self.in_flight = list(self.in_flight.items()), OrderedDict()
+        return out
 
 
 class Peer:
@@ -99,6 +146,7 @@ class Peer:
         self.lane: deque[tuple[str, Callable[[], None], bool]] = deque()
         self.content_queued = 0
         self.connecting = 0  # /connect messages queued, not yet handled
+        self.queued_connect: tuple | None = None  # the arguments of the last one queued, until handled
         self.scheduled = False
         self.cond = threading.Condition()
         self.fail_window = 0.0
@@ -125,6 +173,7 @@ class Server:
         self._tcp = TcpListener(tcp_sock, self._on_tcp_open, self._on_tcp_packet, self._on_tcp_error, self._on_tcp_close)
         self._workers = [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True) for i in range(config.workers)]
         self._janitor = threading.Thread(target=self._expire, name="janitor", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
         self._immediate: dict[str, Callable[[Peer, Command], None]] = {
             "/ping": self._ping, "/status": self._status, "/params": self._params, "/style/list": self._style_list,
             "/version": self._version, "/notify": self._notify,
@@ -143,14 +192,15 @@ class Server:
         for worker in self._workers:
             worker.start()
         self._janitor.start()
+        self._watchdog.start()
         self._udp.start()
         self._tcp.start()
         host = self.config.host
         log.info("gramophone %s listening on udp %s:%d and tcp %s:%d (SLIP or length-prefixed); style %r active; %d workers",
                  __version__, host, self.port, host, self.port, self.library.active_name, len(self._workers))
         if not self.loopback:
-            log.warning("listening on %s, not loopback: anyone who can reach this machine can use the server%s", host,
-                        "" if self.config.allow else "; restrict senders with --allow CIDR")
+            log.warning("listening on %s, not loopback: serving senders in %s", host,
+                        ", ".join(map(str, self.config.allow)) or "every network")
 
     def shutdown(self) -> None:
         """Stop receiving, finish every chunk in flight, send the replies, then stop."""
@@ -254,8 +304,14 @@ class Server:
         """reply_port takes effect on receipt, so the /connect's own reply (or /fail) goes there too.
 
         The session itself is made on a worker; ``peer.connecting`` lets blocks sent right
-        behind the /connect wait for it in the sender's lane instead of failing.
+        behind the /connect wait for it in the sender's lane instead of failing. A /connect
+        identical to one still queued is a client's retry (Pd's and Max's patches resend
+        until answered): the queued one answers it, rather than a second session replacing
+        the first under blocks already sent to it.
         """
+        if peer.connecting and peer.queued_connect == cmd.values:
+            log.debug("%s: repeated /connect while one is queued; answered once", peer.label)
+            return
         if len(cmd.values) == 4:
             reply_port = cmd.values[3]
             if not 1 <= reply_port <= 65535:
@@ -263,6 +319,7 @@ class Server:
             if peer.conn is None:  # over TCP replies always travel on the connection
                 peer.reply_addr = (peer.addr[0], reply_port, *peer.addr[2:])
         peer.connecting += 1
+        peer.queued_connect = cmd.values
         if not self._enqueue(peer, "/connect", lambda: self._connect(peer, cmd)):
             peer.connecting -= 1
 
@@ -355,36 +412,80 @@ class Server:
                 while peer.content_queued >= limit and not peer.conn.closed and not self._stopping.is_set():
                     peer.cond.wait(0.25)
             full = peer.content_queued >= limit
-        if full and live:
-            return self._send_dry(peer, session, seq, samples, cmd.encoding)
-        if full:
+        if full and not live:
             return self._fail(peer, "/content", f"render queue full ({limit} blocks): wait for /audio replies before sending more")
+        with session.answer_lock:
+            if seq in session.in_flight:
+                duplicate = True
+            else:
+                duplicate = False
+                due = arrival + session.latency_seconds if live else math.inf
+                session.in_flight[seq] = InFlight(due, samples, cmd.encoding)
+        if duplicate:
+            return self._fail(peer, "/content", f"block {seq} is already in flight; send each seq once")
+        session.expected_arrival = arrival + session.block_seconds
+        if full:  # far behind: this block is not even queued, the stream sees a gap
+            return self._answer_dry(peer, session, seq, session.take(seq), queued=False)
         self._enqueue(peer, "/content", lambda: self._push(peer, session, seq, samples, cmd.encoding, arrival), content=True)
 
-    def _push(self, peer: Peer, session: Session | None, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> None:
+    def _push(self, peer: Peer, session: Session | None, seq: int, samples: np.ndarray, encoding: str,
+              arrival: float) -> None:
         if session is None:  # sent right behind its /connect: the session exists by now, or never will
             session = self._need_session(peer, "/content")
+            expected = session.block_size * session.channels
+            if samples.size != expected:
+                raise ProtocolError("/content", f"expected {expected} samples (block_size × channels), got {samples.size}")
+            due = arrival + session.latency_seconds if session.processor.mode == "live" else math.inf
+            with session.answer_lock:
+                session.in_flight[seq] = InFlight(due, samples, encoding)
+            session.expected_arrival = arrival + session.block_seconds
         elif peer.session is not session:
             return  # reconnected or disconnected since this block arrived
-        if session.processor.mode == "live" and time.monotonic() - arrival > session.latency_seconds:
-            return self._send_dry(peer, session, seq, samples, encoding)  # already too late to be processed
-        if session.behind:
+        if session.behind and seq in session.in_flight:
             session.behind = False
             log.info("session %d caught up (%d blocks went back dry so far)", session.id, session.dropped)
-        session.encodings[seq] = encoding
-        self._send_blocks(peer, session, session.processor.push(seq, samples, arrival))
+        # A block answered dry already is still taken, so the stream's audio stays continuous.
+        try:
+            released = session.processor.push(seq, samples, arrival)
+        except ValueError:
+            session.take(seq)  # refused: its /fail is its answer
+            raise
+        self._send_blocks(peer, session, released)
 
-    def _send_dry(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, encoding: str) -> None:
-        """A live block that cannot be on time goes straight back unprocessed; the stream sees a gap."""
+    def _pad(self, peer: Peer, session: Session, arrival: float) -> None:
+        """A live input stalled mid-chunk: silence in its place, so the blocks already sent come back on time."""
+        session.padding = False
+        if peer.session is session and session.processor.mode == "live" and session.in_flight:
+            self._send_blocks(peer, session, session.processor.push_silence(arrival))
+
+    def _answer_dry(self, peer: Peer, session: Session, seq: int, block: InFlight | None, queued: bool = True) -> None:
+        """A live block that cannot be on time goes back as it came (its own input, unprocessed)."""
+        if block is None:
+            return
         session.dropped += 1
+        session.dry_at_due += queued  # a block never queued is counted by the stream, as a gap
         if not session.behind:
             session.behind = True
             log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
-        self._send(peer, encode_audio("/audio", seq, samples, encoding))
+        self._send_answer(peer, session, seq, block.samples, block, "dry")
+
+    def _send_answer(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, block: InFlight,
+                     kind: str = "processed") -> None:
+        packet = encode_audio("/audio", seq, samples, block.encoding)
+        lateness = time.monotonic() - block.due  # read before the send: after it, the GIL may keep this thread waiting
+        self._send(peer, packet)
+        if lateness > 0:
+            session.late_blocks += 1
+            if session.late_blocks <= FAILS_LOGGED_PER_SECOND or session.late_blocks % 1000 == 0:
+                log.warning("session %d: block %d left %.1f ms after its latency, %s (%d late so far)",
+                            session.id, seq, 1000 * lateness, kind, session.late_blocks)
 
     def _send_blocks(self, peer: Peer, session: Session, blocks: list[tuple[int, np.ndarray]]) -> None:
-        for seq, block in blocks:
-            self._send(peer, encode_audio("/audio", seq, block, session.encoding_of(seq)))
+        """Send each output the watchdog has not answered dry already."""
+        for seq, samples in blocks:
+            block = session.take(seq)
+            if block is not None:
+                self._send_answer(peer, session, seq, samples, block)
 
     # -- immediate handlers -------------------------------------------------------------
 
@@ -424,7 +525,7 @@ class Server:
         self._reply(peer, "/style/list/reply", *self.library.names())
 
     def _status(self, peer: Peer, cmd: Command) -> None:
-        """The sender's own session, or every session together when it has none."""
+        """The sender's own session, or every session together when it has none (docs/protocol.md)."""
         with self._lock:
             sessions = [p.session for p in self._peers.values() if p.session]
         count = len(sessions)
@@ -438,8 +539,9 @@ class Server:
             _mean([st.iterations_avg for _, st in stats]),
             max([1000.0 * s.processor.latency_samples / s.sample_rate for s, _ in stats], default=0.0),
             sum(int(st.late_chunks) for _, st in stats),
-            sum(int(st.lost_blocks) for _, st in stats),  # blocks sent back dry show up as gaps here
+            sum(int(st.lost_blocks) + s.dry_at_due for s, st in stats),  # gaps, and blocks answered dry
             sum(int(st.queued_blocks) for _, st in stats),
+            sum(s.late_blocks for s, _ in stats),
         )
 
     # -- queued handlers (run on workers, in each sender's order) ----------------------
@@ -449,6 +551,8 @@ class Server:
             self._make_session(peer, cmd)
         finally:
             peer.connecting -= 1
+            if not peer.connecting:
+                peer.queued_connect = None
 
     def _make_session(self, peer: Peer, cmd: Command) -> None:
         sample_rate, channels, block_size, *rest = cmd.values
@@ -503,7 +607,8 @@ class Server:
     def _reset(self, peer: Peer, cmd: Command) -> None:
         session = self._need_session(peer, "/reset")
         session.processor.reset()
-        session.encodings.clear()
+        for seq, block in session.claim_all():  # forgotten by the stream, still owed an answer: dry, early
+            self._send_answer(peer, session, seq, block.samples, block)
         self._reply(peer, "/done", "/reset")
 
     def _flush(self, peer: Peer, cmd: Command) -> None:
@@ -565,6 +670,37 @@ class Server:
             session.processor.set_style(target)
 
     # -- housekeeping -------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Keep every live session's promise: each block answered by its due time, even when input stops."""
+        if not priority.renice_this_thread(priority.TIMEKEEPING):
+            log.debug("the watchdog runs at the process's priority (raising it was refused)")
+        lag, expected = 0.0, time.monotonic() + WATCH_SECONDS
+        while not self._stopping.wait(WATCH_SECONDS):
+            now = time.monotonic()
+            lag, expected = max(now - expected, lag * WAKE_LAG_DECAY), now + WATCH_SECONDS
+            with self._lock:
+                live = [p for p in self._peers.values() if p.session and p.session.processor.mode == "live"]
+            for peer in live:
+                session = peer.session
+                if session is None:
+                    continue
+                for seq, block in session.overdue(now, SEND_GUARD_SECONDS + lag):
+                    self._answer_dry(peer, session, seq, block)
+                self._pad_stalled(peer, session, now)
+
+    def _pad_stalled(self, peer: Peer, session: Session, now: float) -> None:
+        """Queue one block of silence where a stalled input's next block would have been.
+
+        Its deadlines count from when that block would have arrived, so the padded chunk
+        ends on the same schedule as a real one; the grace only shortens its steps.
+        """
+        grace = PAD_GRACE_SHARE * session.processor.budget_seconds
+        if session.padding or not session.in_flight or peer.content_queued or now < session.expected_arrival + grace:
+            return
+        session.padding = True
+        arrival, session.expected_arrival = session.expected_arrival, session.expected_arrival + session.block_seconds
+        self._enqueue(peer, "/content", lambda: self._pad(peer, session, arrival), content=True)
 
     def _expire(self) -> None:
         """End idle sessions and forget idle UDP senders (``--idle-timeout``)."""

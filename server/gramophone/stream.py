@@ -60,6 +60,14 @@ MIN_BLOCK, MAX_BLOCK = 32, 8192
 SMOOTHING_SECONDS = 0.02  # wet, gain and bypass ramps: long enough to avoid zipper noise
 STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
 PROBE_SHARE = 0.8  # a chunk without a step lowers the step-time estimate toward this share of itself
+# The reported latency = the schedule (blocks arriving in real time, each chunk's steps ending
+# ``budget`` × its duration after its last sample) + a reserve for the work after the steps.
+# The reserve is the worst finishing time measured at ``prepare`` (synthesis, level maps,
+# limiter), times FINISH_SAFETY, plus MARGIN_SECONDS for sending, thread hand-offs and an
+# input block arriving a little late.
+FINISH_SAFETY = 1.5
+MARGIN_SECONDS = 0.005
+WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
 
 
 @dataclass(frozen=True)
@@ -131,8 +139,11 @@ class StreamProcessor:
         self.config = config
         self.mode = mode
         self._style = style
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the stream's state, held while a chunk is processed
+        self._stats_lock = threading.Lock()  # only the counters: stats() never waits for a chunk
         self._prepared = False
+        self._forced: dict[str, float] = {}  # parameter values the warm-up imposes on its chunks
+        self._finish_times: list[float] | None = None  # each chunk's work after its steps, while the warm-up times it
 
     # -- configuration -------------------------------------------------------------
 
@@ -172,19 +183,25 @@ class StreamProcessor:
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
         self.prepared_budget = self.params.get("budget")
-        self.latency_samples = self._latency(self.prepared_budget)
         self._prepared = True
+        self._step_seconds = 0.0  # running estimate of one optimiser step, for the live deadline
+        self._step_baseline = math.inf  # the warm-up's measure of a step, once it has one
         self._clear_counters()
         self.reset()
-        self._warm_up()
+        finishing = self._warm_up()
+        self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
+        self.latency_samples = self._latency(self.prepared_budget) + math.ceil(self.reserve_seconds * sample_rate)
+        self._clear_counters()
         self.reset()
 
-    def _warm_up(self) -> None:
-        """Run the real optimiser over every network of the pool on a silent window, twice.
+    def _warm_up(self) -> float:
+        """Run the real optimiser over every network of the pool, twice, then time a chunk's finishing work.
 
         The first use of each network, of Adam and of the loss costs torch tens to hundreds
         of milliseconds of set-up; paying it here keeps it out of the first live chunks, and
-        the second round seeds the deadline's estimate of a step.
+        the second round seeds the deadline's estimate of a step. Returns the worst time a
+        chunk took after its steps (synthesis, level maps, limiter) over a few chunks of a
+        loud test signal: the latency's reserve is sized from it.
         """
         self._history = torch.zeros(self.channels, self.preset.analysis.channels, self.window_frames)
         self._limits = torch.full_like(self._history, math.inf)
@@ -198,6 +215,26 @@ class StreamProcessor:
         finally:
             self._mode = mode
         self._step_seconds = self._step_baseline
+        return self._time_finishing()
+
+    def _time_finishing(self) -> float:
+        """The worst finishing time of WARM_UP_CHUNKS chunks (the first, cold, one discarded)."""
+        self.reset()
+        chunk_samples = self.config.chunk_frames * self.hop
+        blocks = -(-((WARM_UP_CHUNKS + 2) * chunk_samples + self.n_fft) // self.block_size)
+        signal = _test_signal(self.sample_rate, self.channels, blocks * self.block_size)
+        mode, self._mode = self._mode, "live"
+        self._forced = {"style_weight": 1.0, "colour": 1.0}  # every finishing stage at full strength
+        self._finish_times = []
+        try:
+            with self._lock:
+                for start in range(0, signal.shape[1], self.block_size):
+                    # arrival long past: every deadline has gone, so no step runs, only the finishing work
+                    self._take(None, signal[:, start:start + self.block_size], -math.inf)
+            times = self._finish_times[1:WARM_UP_CHUNKS + 1]
+        finally:
+            self._mode, self._forced, self._finish_times = mode, {}, None
+        return max(times)
 
     def reset(self) -> None:
         """Forget all audio and running statistics (between songs); format, style and counters stay."""
@@ -230,9 +267,7 @@ class StreamProcessor:
             self._gain_ramp = Ramp(10 ** (self.params.get("gain_db") / 20), int(SMOOTHING_SECONDS * self.sample_rate))
 
     def _clear_counters(self) -> None:
-        self._step_seconds = 0.0  # running estimates for the live deadline: one optimiser step,
-        self._step_baseline = math.inf  # (as the warm-up measured it, until it has)
-        self._finish_seconds = 0.0  # and a chunk's work after its steps (statistics, synthesis)
+        """Reset the statistics ``/status`` reports (the step-time estimates stay)."""
         self._rtf: deque[float] = deque(maxlen=STATS_WINDOW)
         self._rtf_sum = 0.0
         self._iterations_total = 0
@@ -248,6 +283,11 @@ class StreamProcessor:
                 self._fade_from = self._current_style()
                 self._fade_step = 0
             self._style = style
+
+    @property
+    def budget_seconds(self) -> float:
+        """The most a chunk's optimiser may take in live mode (``budget`` × the chunk's duration)."""
+        return self.prepared_budget * self.config.chunk_frames * self.hop / self.sample_rate
 
     @property
     def style(self) -> StyleTarget:
@@ -279,6 +319,19 @@ class StreamProcessor:
                     self._take(None, np.zeros((self.channels, self.block_size), dtype=np.float32), arrival)
             self._expected_seq = seq + 1
             self._take(seq, samples.reshape(self.block_size, self.channels).T.copy(), arrival)
+            return self._release()
+
+    def push_silence(self, arrival: float | None = None) -> list[tuple[int, np.ndarray]]:
+        """One block of silence that no output answers: the input stalled mid-chunk.
+
+        A live server calls it when a sender stops, at the moment the next block would have
+        arrived in real time, so the blocks already sent come back within the latency. The
+        sender's next block follows the silence; ``seq`` numbering is untouched.
+        """
+        self._require_prepared()
+        with self._lock:
+            self._take(None, np.zeros((self.channels, self.block_size), dtype=np.float32),
+                       time.monotonic() if arrival is None else arrival)
             return self._release()
 
     def flush(self) -> list[tuple[int, np.ndarray]]:
@@ -313,7 +366,7 @@ class StreamProcessor:
         return out[:, :length]
 
     def stats(self) -> StreamStats:
-        with self._lock:
+        with self._stats_lock:
             chunks = max(self._chunks, 1)
             return StreamStats(
                 rtf_avg=self._rtf_sum / chunks,
@@ -370,7 +423,7 @@ class StreamProcessor:
         count, first = self.config.chunk_frames, self._next_frame
         spectra = self._frames(first, count)
         logmag = np.log1p(to_grid(np.abs(spectra) * self.scale, self.preset.analysis.channels)).astype(np.float32)
-        values = self.params.snapshot()
+        values = self.params.snapshot() | self._forced
         style = self._current_style()
         if self._fade_from is not None:
             self._fade_step += 1
@@ -391,14 +444,16 @@ class StreamProcessor:
         output = hold_to_loudest(mapped, logmag, style, self.preset, min(values["style_weight"], 1.0))
         self._synthesise(first, spectra, logmag, output)
         self._next_frame += count
-        self._finish_seconds = _smooth(self._finish_seconds, time.monotonic() - finishing)
+        if self._finish_times is not None:
+            self._finish_times.append(time.monotonic() - finishing)
         seconds = count * self.hop / self.sample_rate
         rtf = (time.monotonic() - began) / seconds
-        self._rtf.append(rtf)
-        self._rtf_sum += rtf
-        self._chunks += 1
-        self._iterations_total += steps
-        self._late += int(live_late)
+        with self._stats_lock:
+            self._rtf.append(rtf)
+            self._rtf_sum += rtf
+            self._chunks += 1
+            self._iterations_total += steps
+            self._late += int(live_late)
         self._trim_input()
 
     def _match_levels(self, edited: np.ndarray, limit: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
@@ -437,8 +492,8 @@ class StreamProcessor:
         steps = 0
         for step in range(iterations):
             began = time.monotonic()
-            if live and began + self._step_seconds + self._finish_seconds >= deadline:
-                break  # a step started now would end past the deadline, with the chunk's finishing work
+            if live and began + self._step_seconds >= deadline:
+                break  # a step started now would end past the deadline: the chunk goes out with what it has
             index = (self._net_cursor + step) % pool
             corrected = torch.minimum(window + self._correction, self._limits)
             loss = style_weight * style_loss(gram(self.nets[index](corrected)), style.grams[index])
@@ -490,7 +545,9 @@ class StreamProcessor:
             gain = self._gain_ramp.next(self.block_size)
             block = (dry + mix * (wet - dry)) * gain
             out.append((seq, np.ascontiguousarray(block.T).reshape(-1)))
-        keep = (self._pending[0][2] if self._pending else self._finished) - self._wet_start
+        # Wet samples before the oldest pending block are no longer needed; those not finished yet
+        # (silence taken without a seq, still inside the overlap-add) are not in the buffer to drop.
+        keep = min(self._pending[0][2] if self._pending else self._finished, self._finished) - self._wet_start
         if keep > 0:
             self._wet = self._wet[:, keep:]
             self._wet_start += keep
@@ -529,3 +586,32 @@ class StreamProcessor:
 def _smooth(estimate: float, sample: float) -> float:
     """A moving average of a duration, for the live deadline's look-ahead."""
     return 0.7 * estimate + 0.3 * sample
+
+
+def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
+            formats: tuple[tuple[int, int], ...] = ((48000, 1), (44100, 2)),
+            block_size: int = 512, seconds: float = 0.5) -> None:
+    """Pay every one-off cost of a live session's first chunks before a server answers anyone.
+
+    Streams ``seconds`` of a test signal, live, through a fresh processor at each
+    (sample rate, channels): librosa's import (numba compiles or loads its functions),
+    torch's first kernels forward and backward, mono and stereo. Default parameters, so
+    every stage of the effect runs whatever the server starts with. After the first
+    format a new rate costs a connect nothing more than its own ``prepare``.
+    """
+    for rate, channels in formats:
+        processor = StreamProcessor(Parameters(), style, preset, config=config)
+        processor.prepare(rate, channels, block_size)
+        signal = _test_signal(rate, channels, int(seconds * rate))
+        for seq, start in enumerate(range(0, signal.shape[1] - block_size + 1, block_size)):
+            processor.push(seq, signal[:, start:start + block_size].T.reshape(-1))
+        processor.flush()
+
+
+def _test_signal(sample_rate: int, channels: int, length: int) -> np.ndarray:
+    """Noise over a tone with a burst past full scale: every finishing stage has work (fill, levels, limiter)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(length) / sample_rate
+    signal = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(length)
+    signal[length // 2:length // 2 + length // 8] *= 8.0
+    return np.repeat(signal[None].astype(np.float32), channels, axis=0)

@@ -13,10 +13,13 @@ import itertools
 import logging
 import queue
 import socket
+import struct
+import sys
 import threading
 import time
 from collections.abc import Callable
 
+from . import priority
 from .framing import FramingError, LengthDecoder, SlipDecoder, sniff
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,11 @@ POLL_SECONDS = 0.25
 _connection_ids = itertools.count(1)
 
 Address = tuple  # socket address as returned by recvfrom/accept
+# Linux's SO_TIMESTAMPNS (Python's socket module does not name it): the kernel stamps each
+# datagram on arrival, so a receive thread that waited for the interpreter cannot make a
+# block look younger than it is, and live deadlines count from when it really came in.
+SO_TIMESTAMPNS = 35
+TIMESTAMP_BYTES = struct.calcsize("qq")  # struct timespec
 
 
 def bind(host: str, port: int, attempts: int = 20) -> tuple[socket.socket, socket.socket]:
@@ -73,13 +81,23 @@ class UdpTransport:
 
     def start(self) -> None:
         self.sock.settimeout(POLL_SECONDS)
+        self._stamped = _enable_timestamps(self.sock)
         self._thread.start()
 
+    def _receive(self) -> tuple[bytes, Address, float]:
+        """One datagram, its sender, and its arrival on ``time.monotonic()``'s clock."""
+        if not self._stamped:
+            data, addr = self.sock.recvfrom(UDP_RECEIVE_SIZE)
+            return data, addr, time.monotonic()
+        data, ancillary, _flags, addr = self.sock.recvmsg(UDP_RECEIVE_SIZE, socket.CMSG_SPACE(TIMESTAMP_BYTES))
+        return data, addr, _arrival(ancillary)
+
     def _run(self) -> None:
+        priority.renice_this_thread(priority.TIMEKEEPING)  # a block's due time counts from its arrival
         own = self.sock.getsockname()
         while not self._stop.is_set():
             try:
-                data, addr = self.sock.recvfrom(UDP_RECEIVE_SIZE)
+                data, addr, arrival = self._receive()
             except TimeoutError:
                 continue
             except OSError as error:  # e.g. ICMP port unreachable from an earlier reply
@@ -89,7 +107,7 @@ class UdpTransport:
                 log.debug("udp: dropped a datagram from this socket itself")
                 continue
             try:
-                self._on_packet(addr, data, time.monotonic())
+                self._on_packet(addr, data, arrival)
             except Exception as error:  # a bug must never leave the server deaf
                 _internal_error(addr, error)
 
@@ -278,6 +296,28 @@ def _is_local(host: str, family: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _enable_timestamps(sock: socket.socket) -> bool:
+    """Ask Linux to stamp each datagram's arrival; elsewhere arrivals are read after receiving."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's arrival stamp (wall clock) moved onto ``time.monotonic()``; now if there is none."""
+    now = time.monotonic()
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= TIMESTAMP_BYTES:
+            seconds, nanoseconds = struct.unpack("qq", data[:TIMESTAMP_BYTES])
+            waited = time.time() - (seconds + nanoseconds * 1e-9)
+            return now - min(max(waited, 0.0), 1.0)  # a wall-clock step must not move it far
+    return now
 
 
 def _internal_error(addr: Address, error: Exception) -> None:

@@ -183,6 +183,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         ("late chunks", f"{s.late_chunks}"),
         ("lost blocks", f"{s.lost_blocks}"),
         ("queued blocks", f"{s.queued_blocks}"),
+        ("late blocks", f"{s.late_blocks}"),
     ]
     for name, value in rows:
         print(f"{name:<18}{value}")

@@ -60,6 +60,7 @@ class Status:
     late_chunks: int
     lost_blocks: int
     queued_blocks: int
+    late_blocks: int  # answers that left later than the latency (0 from servers before the field)
 
 
 AudioHandler = Callable[[int, np.ndarray], None]
@@ -227,7 +228,8 @@ class Client:
 
     def status(self, timeout: float | None = None) -> Status:
         p = self._request("/status", [], "/status/reply", timeout=timeout).params
-        return Status(int(p[0]), float(p[1]), float(p[2]), float(p[3]), float(p[4]), int(p[5]), int(p[6]), int(p[7]))
+        late = int(p[8]) if len(p) > 8 else 0
+        return Status(int(p[0]), float(p[1]), float(p[2]), float(p[3]), float(p[4]), int(p[5]), int(p[6]), int(p[7]), late)
 
     def ping(self, timeout: float | None = None) -> float:
         """Round-trip time in seconds."""

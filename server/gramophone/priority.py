@@ -1,0 +1,25 @@
+"""Thread priorities: the threads that keep time run above the threads that compute.
+
+On Linux each thread has its own nice value. Where the user may (root, or a raised
+RLIMIT_NICE), the receiving thread and the watchdog go 10 higher, so a wake-up of theirs
+preempts a chunk's compute, or another program, at once. Elsewhere, or when refused,
+nothing changes. Workers stay where they are: one lowered while it holds the interpreter
+lock would make the timekeepers wait behind every other program.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+TIMEKEEPING = -10
+
+
+def renice_this_thread(delta: int) -> bool:
+    """Move the calling thread's nice value by ``delta`` (clamped to -20…19); False if refused."""
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, max(-20, min(19, os.getpriority(os.PRIO_PROCESS, thread) + delta)))
+    except (AttributeError, OSError):
+        return False
+    return True
