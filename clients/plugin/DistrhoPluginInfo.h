@@ -2,7 +2,6 @@
 // (Gramophone, stereo) and 1 (Gramophone Mono), since DPF 1.6 fixes the port count per binary.
 #pragma once
 
-#define DISTRHO_PLUGIN_BRAND "Gramophone"
 #if GRAMOPHONE_CHANNELS == 1
 #define DISTRHO_PLUGIN_NAME "Gramophone Mono"
 #define DISTRHO_PLUGIN_URI "urn:gramophone:plugin:mono"

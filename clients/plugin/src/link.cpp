@@ -49,6 +49,7 @@ Link::~Link() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
     if (state_ == State::Up) {
+        send_params(now_ns(), false, false);  // the last value of every knob, even within its interval
         send_packet(osc::Writer(out_, sizeof out_).begin("/disconnect", "").size());
     }
     close_socket();
@@ -358,11 +359,11 @@ void Link::sync_mode() {
         osc::Writer(out_, sizeof out_).begin("/mode", "s").str(wanted == kWantRender ? "render" : "live").size());
 }
 
-void Link::send_params(int64_t now, bool all) {
+void Link::send_params(int64_t now, bool all, bool limit) {
     char address[64];
     for (uint32_t i = 0; i < kServerParamCount; ++i) {
         const float value = controls_.params[i].load(std::memory_order_relaxed);
-        if (!all && (value == sent_[i] || now - sent_at_[i] < kParamEvery)) continue;
+        if (!all && (value == sent_[i] || (limit && now - sent_at_[i] < kParamEvery))) continue;
         std::snprintf(address, sizeof address, "/param/%s", kServerParams[i].symbol);
         if (send_packet(osc::Writer(out_, sizeof out_).begin(address, "f").f32(value).size())) {
             sent_[i] = value;

@@ -83,7 +83,7 @@ private:
     void lose(const char* why, int64_t now);
     void keep_alive(int64_t now);
     void sync_mode();
-    void send_params(int64_t now, bool all);
+    void send_params(int64_t now, bool all, bool limit = true);
     void send_blocks(int64_t now);
     void harvest(Slot& slot, uint64_t next_state);
     void record(double ms);
