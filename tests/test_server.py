@@ -425,6 +425,31 @@ def test_server_answers_after_fuzzing_and_tcp_garbage(srv):
     assert "Traceback" not in srv.log_text()
 
 
+def bundle_of(*messages: bytes) -> bytes:
+    return b"#bundle\x00" + bytes(8) + b"".join(len(m).to_bytes(4, "big") + m for m in messages)
+
+
+def test_a_bundle_of_refused_messages_gets_one_fail_and_its_good_ones_run(srv):
+    unknown = [OscMessageBuilder(f"/nope{i}").build().dgram for i in range(3)]
+    with OscClient(srv.host, srv.port) as osc:
+        osc.send_raw(bundle_of(unknown[0], OscMessageBuilder("/version").build().dgram, *unknown[1:]))
+        assert osc.expect("/version/reply").params[0] == "gramophone"
+        osc.request("/sync", 1, reply="/synced")
+        fails = [m.params for m in osc.backlog if m.address == "/fail"]
+    assert fails == [["/nope0", "unknown address (see docs/protocol.md) (and 2 more refused in this bundle)"]]
+
+
+def test_replies_sent_to_the_server_are_not_answered(srv):
+    """Another program's /fail, /pong or /done must not start an endless exchange of /fail."""
+    with OscClient(srv.host, srv.port) as osc:
+        for address in ("/fail", "/pong", "/done", "/audio"):
+            osc.send(address, "x")
+        osc.request("/sync", 2, reply="/synced")
+        assert not osc.backlog
+        reply = osc.request("/connect", 48000, 1, 512, srv.port, reply="/fail").params
+    assert reply == ["/connect", f"reply_port {srv.port} is this server's own port"]
+
+
 def test_parameter_flood(srv, defaults):
     """Every message of a TCP flood is answered and broadcast; a UDP flood leaves /ping working."""
     count = 500

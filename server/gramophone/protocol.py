@@ -26,6 +26,10 @@ NUMBER_TAGS = frozenset("ifdhTF")
 FIXED_SIZES = {"i": 4, "f": 4, "h": 8, "d": 8, "T": 0, "F": 0, "N": 0}  # bytes each argument takes
 BUNDLE_PREFIX = b"#bundle\x00"
 MAX_BUNDLE_DEPTH = 8
+# Addresses only the server sends. One arriving is another program's reply (a second server's,
+# scsynth's) or a forgery: answering it with /fail could start an endless exchange.
+REPLY_ADDRESSES = frozenset({"/fail", "/done", "/pong", "/synced", "/audio", "/connected", "/status/reply",
+                             "/params/reply", "/style/list/reply", "/version/reply"})
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Largest UDP payload over IPv4: 65 535 - 8 (UDP header) - 20 (IP header).
 MAX_UDP_PAYLOAD = 65_507

@@ -28,7 +28,7 @@ import numpy as np
 from . import __version__, priority
 from .library import LibraryError, StyleLibrary
 from .params import PARAMETERS, Parameters
-from .protocol import PARAM_PREFIX, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
+from .protocol import PARAM_PREFIX, REPLY_ADDRESSES, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
 from .transport import Address, TcpConnection, TcpListener, UdpTransport, bind, is_loopback
 
 log = logging.getLogger("gramophone.server")
@@ -284,10 +284,15 @@ class Server:
             self._drop_session(peer, "connection closed")
 
     def _receive(self, peer: Peer, data: bytes, arrival: float) -> None:
+        """Handle each message of a packet in order; its refusals get one /fail, the first's."""
         peer.last_seen = arrival
+        refused: list[ProtocolError] = []
         for item in decode(data):
             if isinstance(item, ProtocolError):
-                self._fail(peer, item.address, item.message)
+                if item.address in REPLY_ADDRESSES:
+                    log.debug("%s sent %s, a reply address: ignored", peer.label, item.address)
+                else:
+                    refused.append(item)
             elif item.address == "/content":
                 self._content(peer, item, arrival)
             elif item.address.startswith(PARAM_PREFIX):
@@ -299,6 +304,9 @@ class Server:
             else:
                 handler = self._queued[item.address]
                 self._enqueue(peer, item.address, lambda handler=handler, item=item: handler(peer, item))
+        if refused:  # one answer per packet: a bundle of bad messages must not multiply the replies
+            more = f" (and {len(refused) - 1} more refused in this bundle)" if len(refused) > 1 else ""
+            self._fail(peer, refused[0].address, refused[0].message + more)
 
     def _connect_received(self, peer: Peer, cmd: Command) -> None:
         """reply_port takes effect on receipt, so the /connect's own reply (or /fail) goes there too.
@@ -316,6 +324,8 @@ class Server:
             reply_port = cmd.values[3]
             if not 1 <= reply_port <= 65535:
                 return self._fail(peer, "/connect", f"reply_port must be within 1–65535, got {reply_port}")
+            if peer.conn is None and reply_port == self.port and ipaddress.ip_address(peer.addr[0]).is_loopback:
+                return self._fail(peer, "/connect", f"reply_port {reply_port} is this server's own port")
             if peer.conn is None:  # over TCP replies always travel on the connection
                 peer.reply_addr = (peer.addr[0], reply_port, *peer.addr[2:])
         peer.connecting += 1
@@ -640,8 +650,10 @@ class Server:
         self._reply(peer, "/done", "/style/record/stop", target.name)
 
     def _style_select(self, peer: Peer, cmd: Command) -> None:
+        already = self.library.active_name == cmd.values[0]
         target = self.library.select(cmd.values[0])
-        self._apply_style(target)
+        if not already:  # selecting the active style again must not restart every stream's crossfade
+            self._apply_style(target)
         log.info("style %r selected by %s", cmd.values[0], peer.label)
         self._reply(peer, "/done", "/style/select", cmd.values[0])
 
