@@ -10,6 +10,11 @@ FILES_DSP = \
 
 include $(DPF_PATH)/Makefile.plugins.mk
 
+# DPF optimises with -ffast-math, and linking a shared object with it adds crtfastmath.o, which
+# turns on flush-to-zero for the whole host process when the plugin loads: the host's own
+# arithmetic then loses subnormal numbers (Python's hypothesis refused to run inside pedalboard).
+BASE_OPTS := $(filter-out -ffast-math,$(BASE_OPTS))
+
 CXXFLAGS += -std=gnu++17 -DGRAMOPHONE_CHANNELS=$(CHANNELS) -Wall -Wextra
 LINK_FLAGS += -pthread
 
