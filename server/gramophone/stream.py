@@ -62,12 +62,13 @@ STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
 PROBE_SHARE = 0.8  # a chunk without a step lowers the step-time estimate toward this share of itself
 # The reported latency = the schedule (blocks arriving in real time, each chunk's steps ending
 # ``budget`` × its duration after its last sample) + a reserve for the work after the steps.
-# The reserve is the worst finishing time measured at ``prepare`` (synthesis, level maps,
-# limiter), times FINISH_SAFETY, plus MARGIN_SECONDS for sending, thread hand-offs and an
-# input block arriving a little late.
-FINISH_SAFETY = 1.5
+# The reserve is the median finishing time of a few chunks measured at ``prepare``
+# (synthesis, level maps, limiter), times FINISH_SAFETY, plus MARGIN_SECONDS for sending,
+# thread hand-offs and an input block arriving a little late. The median, so that one chunk
+# slowed by a busy machine at connect time does not lengthen the session's latency for good.
+FINISH_SAFETY = 2.0
 MARGIN_SECONDS = 0.005
-WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
+WARM_UP_CHUNKS = 5  # chunks whose finishing time is measured at prepare (after one discarded)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class StreamProcessor:
 
         The first use of each network, of Adam and of the loss costs torch tens to hundreds
         of milliseconds of set-up; paying it here keeps it out of the first live chunks, and
-        the second round seeds the deadline's estimate of a step. Returns the worst time a
+        the second round seeds the deadline's estimate of a step. Returns the median time a
         chunk took after its steps (synthesis, level maps, limiter) over a few chunks of a
         loud test signal: the latency's reserve is sized from it.
         """
@@ -218,7 +219,7 @@ class StreamProcessor:
         return self._time_finishing()
 
     def _time_finishing(self) -> float:
-        """The worst finishing time of WARM_UP_CHUNKS chunks (the first, cold, one discarded)."""
+        """The median finishing time of WARM_UP_CHUNKS chunks (the first, cold, one discarded)."""
         self.reset()
         chunk_samples = self.config.chunk_frames * self.hop
         blocks = -(-((WARM_UP_CHUNKS + 2) * chunk_samples + self.n_fft) // self.block_size)
@@ -234,7 +235,7 @@ class StreamProcessor:
             times = self._finish_times[1:WARM_UP_CHUNKS + 1]
         finally:
             self._mode, self._forced, self._finish_times = mode, {}, None
-        return max(times)
+        return float(np.median(times))
 
     def reset(self) -> None:
         """Forget all audio and running statistics (between songs); format, style and counters stay."""
