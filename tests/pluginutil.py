@@ -115,7 +115,7 @@ class HostRun:
 def run_clap_host(build_dir: Path, tmp_path: Path, audio: np.ndarray, *, plugin: str = "gramophone-mono",
                   rate: int = 48000, block: int = 256, realtime: bool = False, flush: bool = True,
                   params: dict[str, float] | None = None, ramps: dict[str, tuple[float, float]] | None = None,
-                  timeout: float = 300.0, name: str = "run") -> HostRun:
+                  stall: tuple[float, float] | None = None, timeout: float = 300.0, name: str = "run") -> HostRun:
     """Run ``audio`` (frames, channels) through the plugin in ``clients/plugin/build/clap-host``."""
     channels = 1 if audio.ndim == 1 else audio.shape[1]
     paths = {kind: tmp_path / f"{name}.{kind}" for kind in ("in.f32", "out.f32", "report.json", "trace.jsonl")}
@@ -128,6 +128,8 @@ def run_clap_host(build_dir: Path, tmp_path: Path, audio: np.ndarray, *, plugin:
         command += ["--param", f"{key}={value}"]
     for key, (start, end) in (ramps or {}).items():
         command += ["--ramp", f"{key}={start}:{end}"]
+    if stall is not None:
+        command += ["--stall", f"{stall[0]}:{stall[1]}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr
     trace = [json.loads(line) for line in paths["trace.jsonl"].read_text().splitlines()]

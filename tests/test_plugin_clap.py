@@ -48,6 +48,16 @@ def test_in_real_time_the_answers_arrive_before_they_are_needed(plugin_build, pl
     assert error_db(out, audio) > -20  # the default style changed the sound
 
 
+def test_a_host_that_falls_behind_and_catches_up_is_still_live(plugin_build, plugin_server, speech, tmp_path):
+    """A 300 ms stall, then calls back to back until the host is on time again: faster than real
+    time for a moment, but never ahead of it, so not a bounce: the plugin never waits."""
+    run = run_clap_host(plugin_build, tmp_path, speech[RATE], block=256, realtime=True, stall=(1.5, 300),
+                        params={"Server port": plugin_server.port})
+    assert all(STATUS[int(entry["outputs"]["Status"])] != "render" for entry in run.trace)
+    assert STATUS[int(run.outputs()["Status"])] == "live"
+    assert run.report["process_us"]["max"] < 5000
+
+
 def test_a_latency_too_small_for_the_server_stays_dry_and_says_why(plugin_build, plugin_server, speech, tmp_path):
     audio = speech[RATE][: 2 * RATE]
     run = run_clap_host(plugin_build, tmp_path, audio, block=256, realtime=True,

@@ -5,12 +5,15 @@
 //
 //   clap-host PLUGIN.clap --list
 //   clap-host PLUGIN.clap --in in.f32 --out out.f32 [--rate 48000] [--block 256] [--realtime]
-//             [--flush] [--param NAME=VALUE]... [--ramp NAME=FROM:TO] [--trace t.jsonl] [--report r.json]
+//             [--flush] [--param NAME=VALUE]... [--ramp NAME=FROM:TO] [--stall SECONDS:MS]
+//             [--trace t.jsonl] [--report r.json]
 //
 // Audio files are interleaved float32 with the plugin's channel count. --flush appends the
 // plugin's latency in silence, so all of the input comes out. --ramp moves a parameter linearly
-// over the run, one change per call. --trace writes the output parameters every 0.25 s of audio;
-// --report the latency, process() times and final outputs.
+// over the run, one change per call. --stall stops the host for MS milliseconds once SECONDS of
+// audio have gone through (real time: it then catches up with calls back to back, as hosts that
+// buffer ahead do). --trace writes the output parameters every 0.25 s of audio; --report the
+// latency, process() times and final outputs.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -115,6 +118,7 @@ int main(int argc, char** argv) {
     double rate = 48000;
     uint32_t block = 256;
     bool list = false, realtime = false, flush = false;
+    double stall_at = -1, stall_ms = 0;
     std::vector<Setting> settings, ramps;
     for (int i = 2; i < argc; ++i) {
         const std::string arg = argv[i];
@@ -141,6 +145,11 @@ int main(int argc, char** argv) {
         else if (arg == "--flush") flush = true;
         else if (arg == "--param") settings.push_back(setting(false));
         else if (arg == "--ramp") ramps.push_back(setting(true));
+        else if (arg == "--stall") {
+            const std::string text = value();
+            stall_at = std::atof(text.c_str());
+            stall_ms = std::atof(text.c_str() + text.find(':') + 1);
+        }
         else if (arg == "--trace") trace_path = value();
         else if (arg == "--report") report_path = value();
         else fail("unknown option " + arg);
@@ -230,6 +239,10 @@ int main(int argc, char** argv) {
     const size_t trace_every = static_cast<size_t>(0.25 * rate);
     for (size_t done = 0; done < frames; done += block) {
         const uint32_t n = static_cast<uint32_t>(std::min<size_t>(block, frames - done));
+        if (stall_at >= 0 && done >= stall_at * rate) {
+            std::this_thread::sleep_for(std::chrono::microseconds(static_cast<int64_t>(stall_ms * 1000)));
+            stall_at = -1;
+        }
         if (realtime) {  // a call runs once its input is complete
             const int64_t due = start + static_cast<int64_t>((done + n) / rate * 1e9);
             const int64_t now = now_ns();

@@ -40,13 +40,17 @@ int64_t smallest_latency(int64_t needed, uint32_t block, uint32_t host_block, ui
 void PaceMeter::reset(double sample_rate, uint32_t host_block) {
     sample_rate_ = sample_rate;
     window_frames_ = std::max<int64_t>(host_block, static_cast<int64_t>(0.02 * sample_rate));
-    last_start_ns_ = -1;
+    first_start_ns_ = last_start_ns_ = -1;
+    frames_total_ = waited_total_ns_ = 0;
     count_ = next_ = 0;
     pace_ = Pace::Unknown;
 }
 
 Pace PaceMeter::update(int64_t now_ns, uint32_t previous_frames, int64_t previous_wait_ns) {
+    if (first_start_ns_ < 0) first_start_ns_ = now_ns;
     if (last_start_ns_ >= 0) {
+        frames_total_ += previous_frames;
+        waited_total_ns_ += previous_wait_ns;
         frames_[next_] = previous_frames;
         host_ns_[next_] = std::max<int64_t>(now_ns - last_start_ns_ - previous_wait_ns, 0);
         next_ = (next_ + 1) % kHistory;
@@ -61,7 +65,16 @@ Pace PaceMeter::update(int64_t now_ns, uint32_t previous_frames, int64_t previou
     }
     if (frames < window_frames_) return pace_;
     const double speed = frames / sample_rate_ / std::max(ns * 1e-9, 1e-9);
-    pace_ = speed > (pace_ == Pace::Offline ? 1.25 : 2.0) ? Pace::Offline : Pace::RealTime;
+    if (pace_ == Pace::Offline) {
+        if (speed > 1.25) return pace_;
+        first_start_ns_ = now_ns;  // real time again: "ahead" counts from here
+        frames_total_ = waited_total_ns_ = 0;
+        pace_ = Pace::RealTime;
+    } else {
+        const double ahead = frames_total_ / sample_rate_ - (now_ns - first_start_ns_ - waited_total_ns_) * 1e-9;
+        const bool fast = speed > 2.0 && ahead >= std::max(0.5 * window_frames_ / sample_rate_, 0.05);
+        pace_ = fast ? Pace::Offline : Pace::RealTime;
+    }
     return pace_;
 }
 

@@ -34,9 +34,11 @@ int64_t smallest_latency(int64_t needed, uint32_t block, uint32_t host_block, ui
 enum class Pace { Unknown, RealTime, Offline };
 
 // Tells a bounce from real time by the host's pace: the time between the starts of its calls,
-// less any time the plugin itself spent waiting for the server, over at least one of the host's
-// largest blocks and 20 ms. Faster than twice real time is offline; back under 1.25 times is real
-// time again. Unknown until the host has made enough calls to tell.
+// less any time the plugin itself spent waiting for the server. Offline: faster than twice real
+// time over at least one of the host's largest blocks and 20 ms, and ahead of real time since its
+// first call by half such a block or 50 ms (a real-time host that falls behind and catches up in a
+// burst is never ahead). Back under 1.25 times real time is real time again. Unknown until the
+// host has made enough calls to tell.
 class PaceMeter {
 public:
     void reset(double sample_rate, uint32_t host_block);
@@ -48,7 +50,8 @@ private:
     static constexpr int kHistory = 64;
     double sample_rate_ = 48000.0;
     int64_t window_frames_ = 0;
-    int64_t last_start_ns_ = -1;
+    int64_t first_start_ns_ = -1, last_start_ns_ = -1;
+    int64_t frames_total_ = 0, waited_total_ns_ = 0;
     int64_t frames_[kHistory] = {};
     int64_t host_ns_[kHistory] = {};
     int count_ = 0;
