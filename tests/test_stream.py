@@ -330,6 +330,28 @@ def test_a_stall_longer_than_the_blocks_in_flight_keeps_the_blocks_after_it_alig
         assert error_db(out, blocks[seq]) < -60, seq
 
 
+def test_skipped_blocks_leave_the_stream_and_the_rest_stay_aligned(style_a):
+    """What a live server does with blocks it answered dry: they are not processed, not counted
+    lost, and every block after them still comes out as itself (effect off)."""
+    rate, block = 22050, 256
+    blocks = interleave(signal(rate, 1.0), block)
+    skipped = {10, 11, 12, 40}
+    proc = processor(style_a, style_weight=0.0)
+    proc.prepare(rate, 1, block)
+    outputs = []
+    for seq, part in enumerate(blocks):
+        outputs.extend(proc.skip(seq) if seq in skipped else proc.push(seq, part))
+    outputs.extend(proc.flush())
+    assert [seq for seq, _ in outputs] == [seq for seq in range(len(blocks)) if seq not in skipped]
+    assert proc.stats().lost_blocks == 0
+    for seq, out in outputs:  # the overlap-add reconstructs the spliced input, so even the blocks beside a skip
+        assert error_db(out, blocks[seq]) < -60, seq
+    with pytest.raises(ValueError):
+        proc.prepare(rate, 1, block)
+        proc.push(5, blocks[5])
+        proc.skip(4)
+
+
 def test_old_wrong_and_bad_blocks_are_refused_and_the_stream_goes_on(style_a):
     rate, block = 22050, 256
     audio = signal(rate, 1.0)

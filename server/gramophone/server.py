@@ -59,6 +59,7 @@ class Processor(Protocol):
     def prepare(self, sample_rate: int, channels: int, block_size: int) -> None: ...
     def push(self, seq: int, block: np.ndarray, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
     def push_silence(self, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
+    def skip(self, seq: int, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
     def flush(self) -> list[tuple[int, np.ndarray]]: ...
     def reset(self) -> None: ...
     def set_style(self, target: Any) -> None: ...
@@ -101,8 +102,7 @@ class Session:
         self.sample_rate, self.channels, self.block_size = sample_rate, channels, block_size
         self.in_flight: OrderedDict[int, InFlight] = OrderedDict()
         self.answer_lock = threading.Lock()
-        self.dropped = 0  # blocks sent back dry because the session fell behind (for the log)
-        self.dry_at_due = 0  # of those, blocks the processor took but could not finish in time
+        self.dropped = 0  # blocks sent back dry because the session fell behind
         self.late_blocks = 0  # answers that still left after their due time
         self.behind = False
         self.latency_seconds = processor.latency_samples / sample_rate
@@ -434,9 +434,10 @@ class Server:
         if duplicate:
             return self._fail(peer, "/content", f"block {seq} is already in flight; send each seq once")
         session.expected_arrival = arrival + session.block_seconds
-        if full:  # far behind: this block is not even queued, the stream sees a gap
-            return self._answer_dry(peer, session, seq, session.take(seq), queued=False)
-        self._enqueue(peer, "/content", lambda: self._push(peer, session, seq, samples, cmd.encoding, arrival), content=True)
+        if full:  # far behind: answered dry now; the worker will only skip it (not counted as queued audio)
+            self._answer_dry(peer, session, seq, session.take(seq))
+        self._enqueue(peer, "/content", lambda: self._push(peer, session, seq, samples, cmd.encoding, arrival),
+                      content=not full)
 
     def _push(self, peer: Peer, session: Session | None, seq: int, samples: np.ndarray, encoding: str,
               arrival: float) -> None:
@@ -451,10 +452,12 @@ class Server:
             session.expected_arrival = arrival + session.block_seconds
         elif peer.session is not session:
             return  # reconnected or disconnected since this block arrived
-        if session.behind and seq in session.in_flight:
+        if session.processor.mode == "live" and seq not in session.in_flight:
+            # answered dry while it waited: skipped, so the session catches up instead of processing it
+            return self._send_blocks(peer, session, session.processor.skip(seq, arrival))
+        if session.behind:
             session.behind = False
             log.info("session %d caught up (%d blocks went back dry so far)", session.id, session.dropped)
-        # A block answered dry already is still taken, so the stream's audio stays continuous.
         try:
             released = session.processor.push(seq, samples, arrival)
         except ValueError:
@@ -468,12 +471,11 @@ class Server:
         if peer.session is session and session.processor.mode == "live" and session.in_flight:
             self._send_blocks(peer, session, session.processor.push_silence(arrival))
 
-    def _answer_dry(self, peer: Peer, session: Session, seq: int, block: InFlight | None, queued: bool = True) -> None:
+    def _answer_dry(self, peer: Peer, session: Session, seq: int, block: InFlight | None) -> None:
         """A live block that cannot be on time goes back as it came (its own input, unprocessed)."""
         if block is None:
             return
         session.dropped += 1
-        session.dry_at_due += queued  # a block never queued is counted by the stream, as a gap
         if not session.behind:
             session.behind = True
             log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
@@ -549,7 +551,7 @@ class Server:
             _mean([st.iterations_avg for _, st in stats]),
             max([1000.0 * s.processor.latency_samples / s.sample_rate for s, _ in stats], default=0.0),
             sum(int(st.late_chunks) for _, st in stats),
-            sum(int(st.lost_blocks) + s.dry_at_due for s, st in stats),  # gaps, and blocks answered dry
+            sum(int(st.lost_blocks) + s.dropped for s, st in stats),  # gaps in seq, and blocks answered dry
             sum(int(st.queued_blocks) for _, st in stats),
             sum(s.late_blocks for s, _ in stats),
         )

@@ -312,15 +312,30 @@ class StreamProcessor:
             raise ValueError("block contains NaN or infinite samples")
         arrival = time.monotonic() if arrival is None else arrival
         with self._lock:
-            if self._expected_seq is not None and seq < self._expected_seq:
-                raise ValueError(f"block {seq} arrived after block {self._expected_seq - 1}; dropped")
-            if self._expected_seq is not None:
-                for _missing in range(self._expected_seq, seq):
-                    self._lost += 1
-                    self._take(None, np.zeros((self.channels, self.block_size), dtype=np.float32), arrival)
-            self._expected_seq = seq + 1
+            self._fill_gap_before(seq, arrival)
             self._take(seq, samples.reshape(self.block_size, self.channels).T.copy(), arrival)
             return self._release()
+
+    def skip(self, seq: int, arrival: float | None = None) -> list[tuple[int, np.ndarray]]:
+        """Take block ``seq`` out of the stream unprocessed: a live server answered it dry already.
+
+        The blocks after it follow on directly, so a session that fell behind catches up instead
+        of processing audio whose answers have gone. Returns what a gap before it released.
+        """
+        self._require_prepared()
+        with self._lock:
+            self._fill_gap_before(seq, time.monotonic() if arrival is None else arrival)
+            return self._release()
+
+    def _fill_gap_before(self, seq: int, arrival: float) -> None:
+        """Silence for the blocks missing before ``seq`` (counted lost); refuse one already taken."""
+        if self._expected_seq is not None and seq < self._expected_seq:
+            raise ValueError(f"block {seq} arrived after block {self._expected_seq - 1}; dropped")
+        if self._expected_seq is not None:
+            for _missing in range(self._expected_seq, seq):
+                self._lost += 1
+                self._take(None, np.zeros((self.channels, self.block_size), dtype=np.float32), arrival)
+        self._expected_seq = seq + 1
 
     def push_silence(self, arrival: float | None = None) -> list[tuple[int, np.ndarray]]:
         """One block of silence that no output answers: the input stalled mid-chunk.
