@@ -50,10 +50,11 @@ def plugin_build() -> Path:
     return build()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def plugin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server for the plugin tests. Its parameters are server-wide, but every plugin instance
-    sends all of its own before it connects, so each test starts from the values it set."""
+    """One server per test module, gone when the module ends. Its parameters are server-wide, but
+    every plugin instance sends all of its own before it connects, so each test starts from the
+    values it set."""
     with running_server(tmp_path_factory.mktemp("plugin-server")) as server:
         yield server
 
