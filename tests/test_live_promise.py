@@ -124,7 +124,7 @@ def test_overloaded_sessions_answer_every_block_on_time_dry_when_they_must(srv):
         assert sorted(delays) == list(range(len(blocks))) and sender.repeats == 0
         # Overloaded, the watchdog itself waits for the interpreter: the promise may slip by a few
         # milliseconds for a rare block (bench.soak counts them), never by a chunk.
-        assert status["late_blocks"] <= 0.005 * len(blocks), status
+        assert status["late_blocks"] <= 0.01 * len(blocks), status
         assert max(delays.values()) <= latency + OVERLOAD_SLACK
     dry = [sum(np.array_equal(s.samples[q], b) for q, b in enumerate(blocks)) for s in senders]
     assert sum(dry) > 0, "the overload did not overload: nothing went back dry"
