@@ -186,6 +186,9 @@ def param_rates(server: Server, count: int) -> dict:
     began = time.monotonic()
     for i in range(count):
         osc.send(message("/param/wet", i / count))
+        if i % 50 == 49:  # read the replies as they come: unread, they overflow this socket's buffer
+            while osc.receive(0.0001) is not None:
+                pass
     osc.send(message("/sync", 1))
     osc.expect("/synced")
     udp = count / (time.monotonic() - began)

@@ -38,10 +38,12 @@ RENDER_QUEUE_BLOCKS = 256
 FAILS_LOGGED_PER_SECOND = 20  # per sender; a client failing every block must not flood the log
 WATCH_SECONDS = 0.002  # how often the watchdog looks at every live session
 # A live block still unanswered this close to its due time goes back dry: the watchdog's
-# period, a GIL hand-off (the serve command sets a 1 ms switch interval) and the send, plus
-# the worst the watchdog has recently woken late (when the workers keep the interpreter
-# busy, it waits for its turn), which decays by WAKE_LAG_DECAY each look (about 2 s).
+# period, a GIL hand-off (the serve command sets a 0.25 ms switch interval) and the send
+# (the stream's latency reserve leaves room for it), plus the worst the watchdog has recently
+# woken late (when the workers keep the interpreter busy, it waits for its turn), up to
+# MAX_WAKE_LAG and decaying by WAKE_LAG_DECAY each look (about 2 s).
 SEND_GUARD_SECONDS = 0.006
+MAX_WAKE_LAG = 0.004
 WAKE_LAG_DECAY = 0.999
 # A stalled live input is padded with silence once its next block is this share of a
 # chunk's budget overdue: late enough to ride out a sender's jitter, early enough that the
@@ -692,7 +694,7 @@ class Server:
         lag, expected = 0.0, time.monotonic() + WATCH_SECONDS
         while not self._stopping.wait(WATCH_SECONDS):
             now = time.monotonic()
-            lag, expected = max(now - expected, lag * WAKE_LAG_DECAY), now + WATCH_SECONDS
+            lag, expected = min(max(now - expected, lag * WAKE_LAG_DECAY), MAX_WAKE_LAG), now + WATCH_SECONDS
             with self._lock:
                 live = [p for p in self._peers.values() if p.session and p.session.processor.mode == "live"]
             for peer in live:

@@ -63,12 +63,14 @@ PROBE_SHARE = 0.8  # a chunk without a step lowers the step-time estimate toward
 # The reported latency = the schedule (blocks arriving in real time, each chunk's steps ending
 # ``budget`` × its duration after its last sample) + a reserve for the work after the steps.
 # The reserve is the median finishing time of a few chunks measured at ``prepare``
-# (synthesis, level maps, limiter), times FINISH_SAFETY, plus MARGIN_SECONDS for sending,
-# thread hand-offs and an input block arriving a little late. The median, so that one chunk
-# slowed by a busy machine at connect time does not lengthen the session's latency for good.
+# (synthesis, level maps, limiter), times FINISH_SAFETY, plus MARGIN_SECONDS: the server's
+# watchdog answers a block dry from 6 ms before its due time (server.SEND_GUARD_SECONDS), and
+# sending, thread hand-offs and an input block arriving a little late need a few more. The
+# median, so that one chunk slowed by a busy machine at connect time does not lengthen the
+# session's latency for good.
 FINISH_SAFETY = 2.0
-MARGIN_SECONDS = 0.005
-WARM_UP_CHUNKS = 5  # chunks whose finishing time is measured at prepare (after one discarded)
+MARGIN_SECONDS = 0.011
+WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
 
 
 @dataclass(frozen=True)
