@@ -112,6 +112,7 @@ class Session:
         blocks_in_latency = math.ceil(processor.latency_samples / block_size)
         self.live_queue = max(4, blocks_in_latency + 2)  # a block waiting longer cannot be on time
         self.expected_arrival = math.inf  # when the next live block would arrive in real time
+        self.last_taken = -1  # the highest seq the stream has taken (or skipped)
         self.padding = False  # a block of silence is queued for a stalled input
 
     def take(self, seq: int) -> InFlight | None:
@@ -130,9 +131,12 @@ class Session:
                 out.append(self.in_flight.popitem(last=False))
         return out
 
-    def claim_all(self) -> list[tuple[int, InFlight]]:
+    def claim_taken(self) -> list[tuple[int, InFlight]]:
+        """Claim the blocks the stream has taken (blocks still queued behind a /reset are not)."""
         with self.answer_lock:
-            out, self.in_flight = list(self.in_flight.items()), OrderedDict()
+            out = [(seq, block) for seq, block in self.in_flight.items() if seq <= self.last_taken]
+            for seq, _ in out:
+                del self.in_flight[seq]
         return out
 
 
@@ -454,6 +458,7 @@ class Server:
             session.expected_arrival = arrival + session.block_seconds
         elif peer.session is not session:
             return  # reconnected or disconnected since this block arrived
+        session.last_taken = max(session.last_taken, seq)
         if session.processor.mode == "live" and seq not in session.in_flight:
             # answered dry while it waited: skipped, so the session catches up instead of processing it
             return self._send_blocks(peer, session, session.processor.skip(seq, arrival))
@@ -621,8 +626,9 @@ class Server:
     def _reset(self, peer: Peer, cmd: Command) -> None:
         session = self._need_session(peer, "/reset")
         session.processor.reset()
-        for seq, block in session.claim_all():  # forgotten by the stream, still owed an answer: dry, early
+        for seq, block in session.claim_taken():  # forgotten by the stream, still owed an answer: dry, early
             self._send_answer(peer, session, seq, block.samples, block)
+        session.last_taken = -1  # a new stream may number its blocks from 0 again
         self._reply(peer, "/done", "/reset")
 
     def _flush(self, peer: Peer, cmd: Command) -> None:
