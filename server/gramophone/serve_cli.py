@@ -78,7 +78,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add("--max-record-seconds", type=float,
         help=f"longest /style/record recording (default {DEFAULTS['max_record_seconds']:g})")
     add("--chunk-frames", type=int, help=f"STFT frames per chunk, the latency–CPU knob (default "
-        f"{DEFAULTS['chunk_frames']}: about 165 ms at 48 kHz; 3: about 89 ms)")
+        f"{DEFAULTS['chunk_frames']}: about 185 ms at 48 kHz; 3: about 105 ms)")
     add("--param", action="append", metavar="NAME=VALUE",
         help="a parameter's starting value, as /param/NAME would set it (repeatable), e.g. budget=0.5")
     return parser
