@@ -281,3 +281,12 @@ def table(rows: Sequence[dict], columns: Sequence[Column], markdown: bool = Fals
         return "  ".join(text.rjust(width) for text, width in zip(texts, widths))
 
     return "\n".join([line(headers), line(["-" * width for width in widths]), *map(line, cells)])
+
+
+def report_goals(results: list[tuple[bool, str]]) -> None:
+    """Print each goal as pass or FAIL; exit 1 when one is missed."""
+    print()
+    for met, text in results:
+        print(f"{'pass' if met else 'FAIL'}  {text}")
+    if not all(met for met, _ in results):
+        sys.exit(1)

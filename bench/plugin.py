@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 from pythonosc.osc_message import OscMessage
 
-from .common import Column, Server, chunk_seconds, message, table
+from .common import Column, Server, chunk_seconds, message, report_goals, table
 from .soak import BLOCK as VOICE_BLOCK
 from .soak import Voice
 
@@ -179,12 +179,7 @@ def main() -> None:
           f"plugin blocks of {PLUGIN_BLOCK}; a server chunk is {1000 * chunk_seconds(RATE):.1f} ms; "
           f"{os.cpu_count()} cores")
     print(table(rows + single + multi, COLUMNS, args.markdown))
-    results = goals(single, multi)
-    print()
-    for met, text in results:
-        print(f"{'pass' if met else 'FAIL'}  {text}")
-    if not all(met for met, _ in results):
-        sys.exit(1)
+    report_goals(goals(single, multi))
 
 
 if __name__ == "__main__":

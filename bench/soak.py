@@ -31,7 +31,6 @@ import argparse
 import math
 import os
 import struct
-import sys
 import tempfile
 import threading
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from pythonosc.osc_message import OscMessage
 
-from .common import Column, Server, audio_message, chunk_seconds, message, table
+from .common import Column, Server, audio_message, chunk_seconds, message, report_goals, table
 from .timing import TimedSocket
 
 RATE = 48_000
@@ -349,12 +348,7 @@ def main() -> None:
           f"{args.minutes:g} min per phase, then {RECOVERY_SECONDS:g} s alone after the last "
           f"(a chunk is {1000 * chunk_seconds(RATE):.1f} ms; {os.cpu_count()} cores)")
     print(table(rows, COLUMNS, args.markdown))
-    results = goals(rows)
-    print()
-    for met, text in results:
-        print(f"{'pass' if met else 'FAIL'}  {text}")
-    if not all(met for met, _ in results):
-        sys.exit(1)
+    report_goals(goals(rows))
 
 
 if __name__ == "__main__":
