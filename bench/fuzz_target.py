@@ -17,7 +17,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["gramophone", "pythonosc"]):
-    from gramophone.framing import FramingError, LengthDecoder, SlipDecoder, sniff
+    from gramophone.framing import FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
     from gramophone.protocol import BUNDLE_PREFIX, Command, ProtocolError, decode, encode_message, fail
 
 
@@ -38,22 +38,11 @@ def check_packet(data: bytes) -> None:
             encode_message("/pong", *item.values)
 
 
-def feed(decoder: SlipDecoder | LengthDecoder, pieces: list[bytes]) -> tuple[list[bytes], str | None]:
-    """The packets out of ``pieces`` and the framing error that ended them, if any."""
-    packets: list[bytes] = []
-    for piece in pieces:
-        try:
-            packets += decoder.feed(piece)
-        except FramingError as error:
-            return packets + error.packets, str(error)
-    return packets, None
-
-
 def check_stream(data: bytes, cut_every: int) -> None:
     """Both framings, whole and cut every ``cut_every`` bytes, agree; what ``sniff`` picks decodes."""
     for framing in (SlipDecoder, LengthDecoder):
-        whole = feed(framing(), [data])
-        pieces = feed(framing(), [data[i : i + cut_every] for i in range(0, len(data), cut_every)])
+        whole = feed_all(framing(), [data])
+        pieces = feed_all(framing(), [data[i : i + cut_every] for i in range(0, len(data), cut_every)])
         if whole != pieces:
             raise AssertionError(f"{framing.__name__}: {whole} whole, {pieces} cut every {cut_every}")
     if data:
@@ -61,7 +50,7 @@ def check_stream(data: bytes, cut_every: int) -> None:
             decoder = sniff(data[0])
         except FramingError:
             return
-        for packet in feed(decoder, [data])[0]:
+        for packet in feed_all(decoder, [data])[0]:
             check_packet(packet)
 
 

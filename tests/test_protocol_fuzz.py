@@ -25,7 +25,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from serverutil import OscClient, running_server
 
-from gramophone.framing import MAX_TCP_PACKET, FramingError, LengthDecoder, SlipDecoder, sniff
+from gramophone.framing import MAX_TCP_PACKET, FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
 from gramophone.protocol import (
     BUNDLE_PREFIX,
     FLOAT32_MAX,
@@ -210,17 +210,6 @@ def test_bundles_nest_up_to_the_limit_and_fail_once_beyond(depth):
         assert isinstance(item, Command) and item.address == "/status"
     else:
         assert isinstance(item, ProtocolError) and "nested deeper" in item.message
-
-
-def feed_all(decoder: SlipDecoder | LengthDecoder, pieces: list[bytes]) -> tuple[list[bytes], str | None]:
-    """Every packet out of ``pieces``, and the framing error that ended the stream, if any."""
-    packets: list[bytes] = []
-    for piece in pieces:
-        try:
-            packets += decoder.feed(piece)
-        except FramingError as error:
-            return packets + error.packets, str(error)
-    return packets, None
 
 
 def cut(data: bytes, points: list[int]) -> list[bytes]:

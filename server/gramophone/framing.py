@@ -97,3 +97,17 @@ def sniff(first_byte: int) -> SlipDecoder | LengthDecoder:
     if first_byte in (slip.END[0], ord("/"), ord("#")):
         return SlipDecoder()
     raise FramingError(f"stream starts with byte 0x{first_byte:02x}: neither SLIP nor a length prefix")
+
+
+def feed_all(decoder: SlipDecoder | LengthDecoder, pieces: list[bytes]) -> tuple[list[bytes], str | None]:
+    """Every packet out of ``pieces`` fed in order, and the framing fault that ended the stream, if any.
+
+    The packets before a fault are kept: the client sent them first.
+    """
+    packets: list[bytes] = []
+    for piece in pieces:
+        try:
+            packets += decoder.feed(piece)
+        except FramingError as error:
+            return packets + error.packets, str(error)
+    return packets, None

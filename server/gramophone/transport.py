@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from . import priority
-from .framing import FramingError, LengthDecoder, SlipDecoder, sniff
+from .framing import FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
 
 log = logging.getLogger(__name__)
 UDP_RECEIVE_SIZE = 65_536  # whole datagrams (python-osc's servers read 8 192 by default)
@@ -243,16 +243,17 @@ class TcpListener:
                 try:
                     if conn.framing is None:
                         conn.framing = sniff(data[0])
-                    packets, fault = conn.framing.feed(data), None
                 except FramingError as error:
-                    packets, fault = error.packets, error
+                    self._on_error(conn, str(error))
+                    break
+                packets, fault = feed_all(conn.framing, [data])
                 for packet in packets:
                     try:
                         self._on_packet(conn, packet, arrival)
                     except Exception as error:  # a bug must never leave the connection deaf
                         _internal_error(conn.addr, error)
                 if fault is not None:
-                    self._on_error(conn, str(fault))
+                    self._on_error(conn, fault)
                     break
         finally:
             if not self._stop.is_set():  # at shutdown the server finishes connections itself
