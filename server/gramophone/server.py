@@ -115,6 +115,16 @@ class Session:
         self.last_taken = -1  # the highest seq the stream has taken (or skipped)
         self.padding = False  # a block of silence is queued for a stalled input
 
+    def register(self, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> bool:
+        """Note a block received, due ``latency`` after its arrival in live mode; False if ``seq`` is in flight."""
+        due = arrival + self.latency_seconds if self.processor.mode == "live" else math.inf
+        with self.answer_lock:
+            if seq in self.in_flight:
+                return False
+            self.in_flight[seq] = InFlight(due, samples, encoding)
+        self.expected_arrival = arrival + self.block_seconds
+        return True
+
     def take(self, seq: int) -> InFlight | None:
         """Claim the answer to ``seq``; None when it was answered already."""
         with self.answer_lock:
@@ -430,16 +440,8 @@ class Server:
             full = peer.content_queued >= limit
         if full and not live:
             return self._fail(peer, "/content", f"render queue full ({limit} blocks): wait for /audio replies before sending more")
-        with session.answer_lock:
-            if seq in session.in_flight:
-                duplicate = True
-            else:
-                duplicate = False
-                due = arrival + session.latency_seconds if live else math.inf
-                session.in_flight[seq] = InFlight(due, samples, cmd.encoding)
-        if duplicate:
+        if not session.register(seq, samples, cmd.encoding, arrival):
             return self._fail(peer, "/content", f"block {seq} is already in flight; send each seq once")
-        session.expected_arrival = arrival + session.block_seconds
         if full:  # far behind: answered dry now; the worker will only skip it (not counted as queued audio)
             self._answer_dry(peer, session, seq, session.take(seq))
         self._enqueue(peer, "/content", lambda: self._push(peer, session, seq, samples, cmd.encoding, arrival),
@@ -452,10 +454,8 @@ class Server:
             expected = session.block_size * session.channels
             if samples.size != expected:
                 raise ProtocolError("/content", f"expected {expected} samples (block_size × channels), got {samples.size}")
-            due = arrival + session.latency_seconds if session.processor.mode == "live" else math.inf
-            with session.answer_lock:
-                session.in_flight[seq] = InFlight(due, samples, encoding)
-            session.expected_arrival = arrival + session.block_seconds
+            if not session.register(seq, samples, encoding, arrival):
+                raise ProtocolError("/content", f"block {seq} is already in flight; send each seq once")
         elif peer.session is not session:
             return  # reconnected or disconnected since this block arrived
         session.last_taken = max(session.last_taken, seq)
