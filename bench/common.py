@@ -20,15 +20,15 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from torch.utils.flop_counter import FlopCounterMode
 
 from gramophone import metrics
-from gramophone.analysis import analyse
+from gramophone.dsp.analysis import analyse
 from gramophone.audio import resample
-from gramophone.network import get_pool
+from gramophone.engine.network import get_pool
 from gramophone.params import Parameters
-from gramophone.presets import Preset, get_preset
-from gramophone.protocol import encode_audio
-from gramophone.stream import StreamConfig, StreamProcessor
-from gramophone.style import StyleTarget, learn_style
-from gramophone.stylize import stylize
+from gramophone.engine.presets import Preset, get_preset
+from gramophone.osc.protocol import encode_audio
+from gramophone.engine.stream import StreamConfig, StreamProcessor
+from gramophone.engine.style import StyleTarget, learn_style
+from gramophone.engine.offline import stylize
 
 from .pairs import Pair
 

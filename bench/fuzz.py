@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 from pythonosc.osc_message import OscMessage
 
-from gramophone.framing import MAX_TCP_PACKET, LengthDecoder, SlipDecoder
-from gramophone.protocol import (
+from gramophone.osc.framing import MAX_TCP_PACKET, LengthDecoder, SlipDecoder
+from gramophone.osc.protocol import (
     BUNDLE_PREFIX,
     MAX_BUNDLE_DEPTH,
     PARAM_PREFIX,

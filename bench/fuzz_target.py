@@ -17,8 +17,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["gramophone", "pythonosc"]):
-    from gramophone.framing import FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
-    from gramophone.protocol import BUNDLE_PREFIX, Command, ProtocolError, decode, encode_message, fail
+    from gramophone.osc.framing import FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
+    from gramophone.osc.protocol import BUNDLE_PREFIX, Command, ProtocolError, decode, encode_message, fail
 
 
 def check_packet(data: bytes) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from gramophone.presets import PRESETS, get_preset
+from gramophone.engine.presets import PRESETS, get_preset
 
 from .common import (OUT, Column, add_threads_option, apply_threads, matmul_peak_gflops, measure, optimiser_flops,
                      render_offline, style_target, table)

@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 
 from gramophone import metrics
-from gramophone.presets import PRESETS, get_preset
+from gramophone.engine.presets import PRESETS, get_preset
 
 from .common import (Column, Render, add_threads_option, apply_threads, chunk_for_latency, measure, render_offline,
                      render_stream, table)

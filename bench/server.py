@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from pythonosc.osc_message import OscMessage
 
-from gramophone.framing import SlipDecoder
+from gramophone.osc.framing import SlipDecoder
 
 from .common import Column, Server, audio_message, chunk_seconds, message, table
 from .timing import TimedSocket

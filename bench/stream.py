@@ -19,7 +19,7 @@ import argparse
 
 import numpy as np
 
-from gramophone.presets import Preset, get_preset
+from gramophone.engine.presets import Preset, get_preset
 
 from .common import Column, add_threads_option, apply_threads, measure, render_offline, render_stream, table
 from .pairs import PAIR_NAMES, SPEECH_PAIRS, Pair, make_pairs

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gramophone.levels import LevelTable, to_db
-from gramophone.style import StyleTarget
+from gramophone.stages.levels import LevelTable, to_db
+from gramophone.engine.style import StyleTarget
 
 
 def level_distance(logmag: np.ndarray, style: StyleTarget) -> float:

@@ -34,7 +34,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from bench.timing import TimedSocket
-from gramophone.framing import LengthDecoder, SlipDecoder
+from gramophone.osc.framing import LengthDecoder, SlipDecoder
 
 SERVER_COMMAND = [sys.executable, "-m", "gramophone", "serve"]
 LISTENING = re.compile(r"listening on udp (\S+):(\d+)")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gramophone.analysis import FILL_FULL, FILL_START, AnalysisConfig, analyse, fill_phase, griffin_lim, synthesise
-from gramophone.ceiling import ceiling_limit, frame_energy_db, hold_frames, style_ceiling
-from gramophone.colour import MAX_CHANGE, BandBasis, BandStats, RunningColour, colour_transform, nearest_envelope_change
-from gramophone.levels import QUIET_DB, LevelHistogram, LevelTable, RunningLevelMatch, from_db, to_db
+from gramophone.dsp.analysis import FILL_FULL, FILL_START, AnalysisConfig, analyse, fill_phase, griffin_lim, synthesise
+from gramophone.stages.ceiling import ceiling_limit, frame_energy_db, hold_frames, style_ceiling
+from gramophone.stages.colour import MAX_CHANGE, BandBasis, BandStats, RunningColour, colour_transform, nearest_envelope_change
+from gramophone.stages.levels import QUIET_DB, LevelHistogram, LevelTable, RunningLevelMatch, from_db, to_db
 
 RATES = (16000, 22050, 44100, 48000)
 CONFIG = AnalysisConfig()

@@ -14,10 +14,10 @@ import pytest
 
 from gramophone.audio import load_audio
 from gramophone.params import Parameters
-from gramophone.presets import get_preset
-from gramophone.stream import StreamProcessor
-from gramophone.style import learn_style
-from gramophone.stylize import stylize
+from gramophone.engine.presets import get_preset
+from gramophone.engine.stream import StreamProcessor
+from gramophone.engine.style import learn_style
+from gramophone.engine.offline import stylize
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -21,9 +21,9 @@ import pytest
 import soundfile as sf
 
 from gramophone.atomic import LEFTOVER
-from gramophone.cache import NAME_PATTERN, StyleCache
-from gramophone.presets import get_preset
-from gramophone.style import StyleTarget, learn_style
+from gramophone.engine.cache import NAME_PATTERN, StyleCache
+from gramophone.engine.presets import get_preset
+from gramophone.engine.style import StyleTarget, learn_style
 from serverutil import OscClient, ServerProcess, running_server
 
 SEED = 20240607
@@ -83,7 +83,7 @@ def test_a_named_style_cut_short_reads_as_absent_with_a_warning(tmp_path: Path, 
                                                                   keep: float) -> None:
     cache = StyleCache(tmp_path)
     path = cut_short(cache.save_named(target), keep)
-    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+    with caplog.at_level(logging.WARNING, logger="gramophone.engine.cache"):
         cache = StyleCache(tmp_path)
     assert any("cut short" in record.getMessage() for record in caplog.records)
     assert cache.names() == [] and not path.exists() and path.with_name(f"{path.name}.damaged").exists()
@@ -99,7 +99,7 @@ def test_a_cache_target_cut_short_is_recomputed_with_a_warning(tmp_path: Path, t
                                                                caplog: pytest.LogCaptureFixture, keep: float) -> None:
     cache = StyleCache(tmp_path)
     path = cut_short(target.save(cache.key_path([clip], get_preset("default"))), keep)
-    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+    with caplog.at_level(logging.WARNING, logger="gramophone.engine.cache"):
         learned = cache.learn([clip], get_preset("default"))
     assert any("recomputing" in record.getMessage() for record in caplog.records)
     assert learned.complete and StyleTarget.load(path).complete

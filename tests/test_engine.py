@@ -17,22 +17,22 @@ import pytest
 import torch
 from scipy.signal import butter, sosfilt
 
-from gramophone import cache as cache_module
+from gramophone.engine import cache as cache_module
 from gramophone import metrics
-from gramophone import style as style_module
-from gramophone.analysis import analyse
+from gramophone.engine import style as style_module
+from gramophone.dsp.analysis import analyse
 from gramophone.audio import AudioError, load_audio
-from gramophone.cache import StyleCache, check_name
-from gramophone.ceiling import frame_energy_db
-from gramophone.colour import BandBasis
-from gramophone.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
-from gramophone.match_eq import long_term_spectrum
-from gramophone.network import FeatureNet, NetworkConfig, build_pool, get_pool
-from gramophone.objective import content_loss, gram, style_loss
-from gramophone.optimize import Objective, optimise
-from gramophone.presets import PRESETS, get_preset
-from gramophone.style import SILENT_ENVELOPE_DB, StyleTarget, learn_style, mix_targets
-from gramophone.stylize import stylize
+from gramophone.engine.cache import StyleCache, check_name
+from gramophone.stages.ceiling import frame_energy_db
+from gramophone.stages.colour import BandBasis
+from gramophone.stages.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
+from gramophone.stages.match_eq import long_term_spectrum
+from gramophone.engine.network import FeatureNet, NetworkConfig, build_pool, get_pool
+from gramophone.engine.objective import content_loss, gram, style_loss
+from gramophone.engine.optimize import Objective, optimise
+from gramophone.engine.presets import PRESETS, get_preset
+from gramophone.engine.style import SILENT_ENVELOPE_DB, StyleTarget, learn_style, mix_targets
+from gramophone.engine.offline import stylize
 from levelutil import level_distance
 
 SMALL = dataclasses.replace(PRESETS["default"], name="small", iterations=6,
@@ -583,7 +583,7 @@ def test_damaged_cache_file_is_recomputed_with_a_warning(tmp_path, clips, style_
         _as_older_format(path, int(damage[-1]))
     else:
         learn_style([clips["style"]], OTHER).save(path)
-    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+    with caplog.at_level(logging.WARNING, logger="gramophone.engine.cache"):
         target = cache.learn([clips["style"]], SMALL, name="A")
     assert any(record.levelno == logging.WARNING and "recomputing" in record.getMessage() for record in caplog.records)
     torch.testing.assert_close(target.grams, style_a.grams)
@@ -601,7 +601,7 @@ def test_failed_cache_write_leaves_no_temporary(tmp_path, clips, monkeypatch):
         handle.write(b"partial")
         raise OSError("no space left on device")
 
-    monkeypatch.setattr("gramophone.style.np.savez", full_disk)
+    monkeypatch.setattr("gramophone.engine.style.np.savez", full_disk)
     with pytest.raises(OSError):
         cache.learn([clips["style"]], SMALL)
     assert list((tmp_path / "targets").iterdir()) == []
@@ -636,11 +636,11 @@ def test_a_level_histogram_of_another_resolution_is_dropped_on_load(tmp_path, st
 def test_a_named_style_in_an_older_format_loads_with_a_warning(tmp_path, style_a, caplog):
     cache = StyleCache(tmp_path)
     cache.save_named(style_a)
-    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+    with caplog.at_level(logging.WARNING, logger="gramophone.engine.cache"):
         cache.load_named("A")
     assert not caplog.records  # the current format: no warning
     _as_older_format(cache.named_path("A"), 2)
-    with caplog.at_level(logging.WARNING, logger="gramophone.cache"):
+    with caplog.at_level(logging.WARNING, logger="gramophone.engine.cache"):
         old = cache.load_named("A")
     assert old.levels is None and torch.equal(old.grams, style_a.grams)
     assert any("learn it again" in record.getMessage() for record in caplog.records)

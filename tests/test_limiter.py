@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gramophone.limiter import LOOKAHEAD_SECONDS, RELEASE_DB_PER_SECOND, Limiter
+from gramophone.dsp.limiter import LOOKAHEAD_SECONDS, RELEASE_DB_PER_SECOND, Limiter
 
 RATE = 48000
 

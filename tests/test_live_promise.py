@@ -176,7 +176,7 @@ def test_reset_answers_the_blocks_in_flight(srv):
 
 def test_log_level_applies_to_gramophone_only():
     """``--log-level debug`` must not open the floodgates of numba's bytecode dumps."""
-    code = ("import logging; from gramophone.serve_cli import configure_logging; configure_logging('debug'); "
+    code = ("import logging; from gramophone.cli.serve import configure_logging; configure_logging('debug'); "
             "logging.getLogger('numba.core.byteflow').debug('NUMBA DUMP'); "
             "logging.getLogger('numba').warning('NUMBA WARNING'); logging.getLogger('gramophone.server').debug('OURS')")
     stderr = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stderr

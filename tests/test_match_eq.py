@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfilt
 
-from gramophone.match_eq import MEL_BANDS, QUIET_DB, long_term_spectrum, match_spectrum
+from gramophone.stages.match_eq import MEL_BANDS, QUIET_DB, long_term_spectrum, match_spectrum
 
 RATE = 22050
 

@@ -12,8 +12,8 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from gramophone.framing import FramingError, LengthDecoder, SlipDecoder, sniff
-from gramophone.protocol import (
+from gramophone.osc.framing import FramingError, LengthDecoder, SlipDecoder, sniff
+from gramophone.osc.protocol import (
     MAX_UDP_PAYLOAD,
     Command,
     ProtocolError,

@@ -25,8 +25,8 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 from serverutil import OscClient, running_server
 
-from gramophone.framing import MAX_TCP_PACKET, FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
-from gramophone.protocol import (
+from gramophone.osc.framing import MAX_TCP_PACKET, FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
+from gramophone.osc.protocol import (
     BUNDLE_PREFIX,
     FLOAT32_MAX,
     MAX_BUNDLE_DEPTH,
@@ -38,7 +38,7 @@ from gramophone.protocol import (
     encode_message,
     fail,
 )
-from gramophone.transport import UdpTransport
+from gramophone.osc.transport import UdpTransport
 
 # One valid message per address of docs/protocol.md (and a parameter set and get).
 VALID = {

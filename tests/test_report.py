@@ -14,10 +14,10 @@ from conftest import require_tool
 from gramophone import metrics
 from gramophone.audio import resample
 from gramophone.params import Parameters
-from gramophone.presets import get_preset
-from gramophone.stream import StreamProcessor
-from gramophone.style import learn_style
-from gramophone.stylize import stylize
+from gramophone.engine.presets import get_preset
+from gramophone.engine.stream import StreamProcessor
+from gramophone.engine.style import learn_style
+from gramophone.engine.offline import stylize
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -285,9 +285,9 @@ def test_render_stream_equals_offline_render(srv, speech_pair, defaults):
     """A file streamed in render mode gives exactly what StreamProcessor.process gives offline."""
     from gramophone.audio import load_audio
     from gramophone.params import Parameters
-    from gramophone.presets import get_preset
-    from gramophone.stream import StreamProcessor
-    from gramophone.style import learn_style
+    from gramophone.engine.presets import get_preset
+    from gramophone.engine.stream import StreamProcessor
+    from gramophone.engine.style import learn_style
 
     content, style = speech_pair
     audio, sr = load_audio(content)

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from gramophone import metrics
-from gramophone.analysis import analyse
+from gramophone.dsp.analysis import analyse
 from gramophone.audio import load_audio
-from gramophone.ceiling import frame_energy_db
-from gramophone.network import NetworkConfig
+from gramophone.stages.ceiling import frame_energy_db
+from gramophone.engine.network import NetworkConfig
 from gramophone.params import Parameters
-from gramophone.presets import PRESETS, get_preset
-from gramophone.stream import StreamConfig, StreamProcessor
-from gramophone.style import StyleTarget, learn_style
+from gramophone.engine.presets import PRESETS, get_preset
+from gramophone.engine.stream import StreamConfig, StreamProcessor
+from gramophone.engine.style import StyleTarget, learn_style
 from levelutil import level_distance
 
 SMALL = dataclasses.replace(PRESETS["default"], name="small", network=NetworkConfig(filters=64, kernel=11, pool=2, seed=0))

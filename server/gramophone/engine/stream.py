@@ -45,15 +45,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
-from .ceiling import ceiling_limit
-from .limiter import Limiter
+from ..dsp.analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
+from ..stages.ceiling import ceiling_limit
+from ..dsp.limiter import Limiter
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
-from .params import Parameters
+from ..params import Parameters
 from .presets import Preset, get_preset
 from .style import StyleTarget, mix_targets
-from .stylize import hold_to_loudest, running_colour, running_levels
+from .offline import hold_to_loudest, running_colour, running_levels
 
 MODES = ("live", "render")
 MIN_BLOCK, MAX_BLOCK = 32, 8192

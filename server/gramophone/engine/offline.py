@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .analysis import analyse, synthesise
-from .audio import resample, validate_audio
-from .ceiling import ceiling_limit, hold_frames
-from .colour import BandBasis, RunningColour
-from .levels import RunningLevelMatch
-from .limiter import Limiter
-from .match_eq import match_spectrum
+from ..dsp.analysis import analyse, synthesise
+from ..audio import resample, validate_audio
+from ..stages.ceiling import ceiling_limit, hold_frames
+from ..stages.colour import BandBasis, RunningColour
+from ..stages.levels import RunningLevelMatch
+from ..dsp.limiter import Limiter
+from ..stages.match_eq import match_spectrum
 from .network import get_pool
 from .optimize import Callback, Objective, Result, optimise
 from .presets import Preset

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import priority
+from .. import priority
 from .framing import FramingError, LengthDecoder, SlipDecoder, feed_all, sniff
 
 log = logging.getLogger(__name__)

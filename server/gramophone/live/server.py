@@ -25,11 +25,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import __version__, priority
+from .. import __version__
+
+from .. import priority
 from .library import LibraryError, StyleLibrary
-from .params import PARAMETERS, Parameters
-from .protocol import PARAM_PREFIX, REPLY_ADDRESSES, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
-from .transport import Address, TcpConnection, TcpListener, UdpTransport, bind, is_loopback
+from ..params import PARAMETERS, Parameters
+from ..osc.protocol import PARAM_PREFIX, REPLY_ADDRESSES, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
+from ..osc.transport import Address, TcpConnection, TcpListener, UdpTransport, bind, is_loopback
 
 log = logging.getLogger("gramophone.server")
 MAX_PEERS = 1024

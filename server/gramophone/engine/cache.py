@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import remove_leftovers
+from ..atomic import remove_leftovers
 from .presets import Preset
 from .style import StyleTarget, audio_hash, learn_style
 

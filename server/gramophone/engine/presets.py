@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from .analysis import AnalysisConfig
+from ..dsp.analysis import AnalysisConfig
 from .network import NetworkConfig
 
 LOSSES = ("relative", "article", "ulyanov")

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .params import PARAMETERS, Parameters
+from ..params import PARAMETERS, Parameters
 
 log = logging.getLogger("gramophone.server")
 
@@ -201,11 +201,11 @@ def check_exposure(host: str, allow: list[str]) -> None:
 
 def build_server(opts: dict[str, Any]):
     """Load the engine, the styles and the sockets (may take a few seconds: torch, first style)."""
-    from .cache import StyleCache  # the engine imports torch: only once options are known good
-    from .library import DEFAULT_STYLE, LibraryError, StyleLibrary
-    from .presets import get_preset
-    from .server import Server, ServerConfig
-    from .stream import StreamConfig, StreamProcessor, warm_up
+    from ..engine.cache import StyleCache  # the engine imports torch: only once options are known good
+    from ..live.library import DEFAULT_STYLE, LibraryError, StyleLibrary
+    from ..engine.presets import get_preset
+    from ..live.server import Server, ServerConfig
+    from ..engine.stream import StreamConfig, StreamProcessor, warm_up
 
     allow = parse_allow(opts["allow"])
     styles = parse_styles(opts["style"])

@@ -81,7 +81,7 @@ def build_parser() -> Parser:
     show.add_argument("--cache-dir", type=Path)
 
     try:
-        from .serve_cli import add_serve_parser
+        from .serve import add_serve_parser
     except ImportError:  # the server's command line is optional for the offline tools
         pass
     else:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "style":
             from .commands import run_style
             return run_style(args)
-        from .serve_cli import run_serve
+        from .serve import run_serve
         return run_serve(args)
     except UsageError as error:
         print(f"gramophone: error: {error}", file=sys.stderr)

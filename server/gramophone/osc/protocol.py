@@ -17,7 +17,7 @@ import numpy as np
 from pythonosc.osc_message import OscMessage, ParseError
 from pythonosc.parsing import osc_types
 
-from gramophone.params import PARAMETERS
+from ..params import PARAMETERS
 
 # Type tags python-osc 1.10 parses correctly and that carry a scalar; it skips `c`, `S`, `I`
 # and other tags without consuming their bytes, so every later argument would be misread.

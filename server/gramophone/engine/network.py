@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .colour import BandBasis
+from ..stages.colour import BandBasis
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}
 INITS = ("ulyanov", "torch", "he")

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .audio import AudioError, load_audio, save_audio, validate_audio
-from .cache import StyleCache
-from .library import BUILTIN_DIR, BUILTIN_SUFFIXES
-from .optimize import Step
-from .presets import Preset, get_preset
-from .style import StyleTarget, mix_targets
-from .stylize import stylize
+from ..audio import AudioError, load_audio, save_audio, validate_audio
+from ..engine.cache import StyleCache
+from ..live.library import BUILTIN_DIR, BUILTIN_SUFFIXES
+from ..engine.optimize import Step
+from ..engine.presets import Preset, get_preset
+from ..engine.style import StyleTarget, mix_targets
+from ..engine.offline import stylize
 
 
 def resolve_device(name: str) -> str:
@@ -133,7 +133,7 @@ def check_output_folder(path: Path) -> None:
 
 def print_report(content: np.ndarray, content_rate: int, result, style_clips: list[tuple[np.ndarray, int]]) -> None:
     """Quality measures of the dry content and the wet output against the style, on rendered audio."""
-    from .metrics import measure
+    from ..metrics import measure
     if not style_clips:
         print("report: needs the style's audio (give style files, not learned names)", file=sys.stderr)
         return

@@ -15,10 +15,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from .audio import AudioError, load_audio
-from .cache import StyleCache, check_name
-from .presets import Preset
-from .style import StyleTarget, mix_targets
+from ..audio import AudioError, load_audio
+from ..engine.cache import StyleCache, check_name
+from ..engine.presets import Preset
+from ..engine.style import StyleTarget, mix_targets
 
 log = logging.getLogger(__name__)
 BUILTIN_DIR = Path(__file__).parent / "data" / "styles"

@@ -10,10 +10,10 @@ matplotlib.use("Agg")  # files only: the server and CI have no screen
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .analysis import analyse
-from .optimize import Step
-from .presets import Preset
-from .stylize import StylizeResult
+from ..dsp.analysis import analyse
+from ..engine.optimize import Step
+from ..engine.presets import Preset
+from ..engine.offline import StylizeResult
 
 
 def plot_result(path: Path, result: StylizeResult, style_clips: list[tuple[np.ndarray, int]], preset: Preset,

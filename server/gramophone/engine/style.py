@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .analysis import analyse
-from .atomic import atomic_write
-from .audio import AudioError, resample, validate_audio
-from .ceiling import frame_energy_db, style_ceiling
-from .levels import BINS, LevelHistogram
-from .match_eq import MEL_BANDS, long_term_spectrum
-from .colour import BandBasis, BandStats
+from ..dsp.analysis import analyse
+from ..atomic import atomic_write
+from ..audio import AudioError, resample, validate_audio
+from ..stages.ceiling import frame_energy_db, style_ceiling
+from ..stages.levels import BINS, LevelHistogram
+from ..stages.match_eq import MEL_BANDS, long_term_spectrum
+from ..stages.colour import BandBasis, BandStats
 from .network import get_pool
 from .presets import Preset
 

@@ -1,0 +1,1 @@
+"""The ``gramophone`` command line: offline subcommands, ``serve`` and plots."""

@@ -1,0 +1,1 @@
+"""Signal processing on numpy arrays: STFT analysis and resynthesis, mel bands, the limiter (no torch)."""
