@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from gramophone.dsp.analysis import FILL_FULL, FILL_START, AnalysisConfig, analyse, fill_phase, griffin_lim, synthesise
-from gramophone.stages.ceiling import ceiling_limit, frame_energy_db, hold_frames, style_ceiling
-from gramophone.stages.colour import MAX_CHANGE, BandBasis, BandStats, RunningColour, colour_transform, nearest_envelope_change
-from gramophone.stages.levels import QUIET_DB, LevelHistogram, LevelTable, RunningLevelMatch, from_db, to_db
+from gramophone.dsp.bands import BandBasis, BandStats, frame_energy_db
+from gramophone.stages.ceiling import ceiling_limit, hold_frames, style_ceiling
+from gramophone.stages.colour import ColourSettings, RunningColour, colour_transform, nearest_envelope_change
+from gramophone.stages.levels import LevelHistogram, LevelsSettings, LevelTable, RunningLevelMatch, from_db, to_db
 
 RATES = (16000, 22050, 44100, 48000)
 CONFIG = AnalysisConfig()
@@ -217,7 +218,7 @@ def test_quiet_levels_take_the_style_distribution_and_loud_ones_stay():
     output_db = np.stack([rng.uniform(45, 55, frames), rng.uniform(-35, -25, frames)]).astype(np.float32)
     matcher = RunningLevelMatch(2, decay=1.0, warmup_frames=1)
     mapped = to_db(matcher.apply(levels_grid(output_db), style_levels(style), 1.0))[0]
-    assert LevelTable(style_levels(style)).top - QUIET_DB > -10  # so all of channel 1 is quiet: mapped in full
+    assert LevelTable(style_levels(style)).top - LevelsSettings().quiet_db > -10  # so all of channel 1 is quiet: mapped in full
     np.testing.assert_allclose(mapped[0], output_db[0], atol=1e-3)  # within the loud range: untouched
     assert mapped[1].min() > -20.5 and mapped[1].max() < -9.5
     assert np.all(np.diff(mapped[1][np.argsort(output_db[1])]) >= -1e-4)  # the order of the levels is kept
@@ -342,7 +343,7 @@ def test_running_colour_never_moves_a_channel_beyond_its_clip(basis):
     loud = np.random.default_rng(5).random((1, CONFIG.channels, 256)).astype(np.float32) * 4.0 + 6.0
     colour = RunningColour(basis, decay=1.0, warmup_frames=1)
     delta = colour.delta(quiet, BandStats.of(basis.to_bands @ loud), 1.0)
-    assert np.abs(delta).max() == pytest.approx(MAX_CHANGE)
+    assert np.abs(delta).max() == pytest.approx(ColourSettings().max_change)
 
 
 def test_nearest_envelope_change_moves_each_frame_to_its_neighbours_mean():
@@ -377,7 +378,7 @@ def test_running_colour_moves_a_share_of_the_way_to_the_nearest_envelopes(basis)
         return float(np.abs(basis.to_bands @ (logmag + delta)[0] - played[:, which]).mean())
 
     def colour(share: float, with_envelopes: bool = True) -> np.ndarray:
-        return RunningColour(basis, decay=1.0, warmup_frames=1, neighbour_share=share).delta(
+        return RunningColour(basis, decay=1.0, warmup_frames=1, settings=ColourSettings(neighbours=share)).delta(
             logmag, stats, 1.0, envelopes.astype(np.float32) if with_envelopes else None)
 
     plain = colour(0.0)

@@ -19,25 +19,24 @@ from scipy.signal import butter, sosfilt
 
 from gramophone.engine import cache as cache_module
 from gramophone import metrics
-from gramophone.engine import style as style_module
 from gramophone.dsp.analysis import analyse
 from gramophone.audio import AudioError, load_audio
 from gramophone.engine.cache import StyleCache, check_name
-from gramophone.stages.ceiling import frame_energy_db
-from gramophone.stages.colour import BandBasis
-from gramophone.stages.levels import BLEND_DB, QUIET_DB, LevelTable, to_db
+from gramophone.dsp.bands import BandBasis, frame_energy_db
+from gramophone.stages import LevelsSettings
+from gramophone.stages import colour as colour_module
+from gramophone.stages.colour import SILENT_ENVELOPE_DB
+from gramophone.stages.levels import LevelTable, to_db
 from gramophone.stages.match_eq import long_term_spectrum
 from gramophone.engine.network import FeatureNet, NetworkConfig, build_pool, get_pool
 from gramophone.engine.objective import content_loss, gram, style_loss
 from gramophone.engine.optimize import Objective, optimise
-from gramophone.engine.presets import PRESETS, get_preset
-from gramophone.engine.style import SILENT_ENVELOPE_DB, StyleTarget, learn_style, mix_targets
+from gramophone.engine.presets import get_preset
+from gramophone.engine.style import StyleTarget, learn_style, mix_targets
 from gramophone.engine.offline import stylize
 from levelutil import level_distance
+from testpresets import OTHER, SMALL, lacking, quick_warm_up, without
 
-SMALL = dataclasses.replace(PRESETS["default"], name="small", iterations=6,
-                            network=NetworkConfig(filters=64, kernel=11, pool=2, seed=0))
-OTHER = dataclasses.replace(SMALL, name="other", network=NetworkConfig(filters=32, kernel=5, pool=2, seed=0))
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -151,11 +150,11 @@ def test_learned_envelopes_are_the_style_band_frames_without_its_silence(clips, 
     basis = BandBasis.build(SMALL.analysis.channels, SMALL.analysis.max_freq_hz, SMALL.colour_bands)
     spectrum = analyse(gapped, rate, SMALL.analysis)
     bands = (basis.to_bands @ spectrum.logmag)[0]
-    sounding = frame_energy_db(spectrum.logmag)[0] > float(target.loudest_db) - SILENT_ENVELOPE_DB
+    sounding = frame_energy_db(spectrum.logmag)[0] > float(target.features["frame_hold"]) - SILENT_ENVELOPE_DB
     assert 0.3 < sounding.mean() < 0.6  # the silent half is left out
-    np.testing.assert_allclose(target.envelopes, bands[:, sounding], atol=1e-5)
-    monkeypatch.setattr(style_module, "MAX_ENVELOPES", 50)
-    thinned = learn_style([(gapped, rate)], SMALL).envelopes
+    np.testing.assert_allclose(target.features["colour"], bands[:, sounding], atol=1e-5)
+    monkeypatch.setattr(colour_module, "MAX_ENVELOPES", 50)
+    thinned = learn_style([(gapped, rate)], SMALL).features["colour"]
     assert thinned.shape == (SMALL.colour_bands, 50)
     np.testing.assert_allclose(thinned[:, [0, -1]], bands[:, sounding][:, [0, -1]], atol=1e-5)  # spread end to end
 
@@ -348,23 +347,23 @@ def test_learning_needs_a_clip():
 
 def test_mixture_blends_the_ceilings_loudest_frames_and_level_histograms(style_a, style_b):
     half = mix_targets([(style_a, 1), (style_b, 1)])
-    np.testing.assert_allclose(half.ceiling, (style_a.ceiling + style_b.ceiling) / 2, rtol=1e-6)
-    np.testing.assert_allclose(half.loudest_db, (style_a.loudest_db + style_b.loudest_db) / 2, rtol=1e-6)
-    np.testing.assert_allclose(half.levels, (style_a.levels + style_b.levels) / 2, rtol=1e-6)
-    np.testing.assert_allclose(half.levels.sum(axis=1), 1.0, rtol=1e-5)  # still a distribution per channel
+    for stage in ("ceiling", "frame_hold", "levels", "match_eq"):
+        np.testing.assert_allclose(half.features[stage], (style_a.features[stage] + style_b.features[stage]) / 2,
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(half.features["levels"].sum(axis=1), 1.0, rtol=1e-5)  # still a distribution per channel  # still a distribution per channel
 
 
 def test_mixture_pools_the_envelopes_by_weight(style_a, style_b):
     """Both styles' envelopes, thinned so that their counts follow the weights."""
-    a, b = style_a.envelopes, style_b.envelopes
-    mixed = mix_targets([(style_a, 3), (style_b, 1)]).envelopes
+    a, b = style_a.features["colour"], style_b.features["colour"]
+    mixed = mix_targets([(style_a, 3), (style_b, 1)]).features["colour"]
     columns_a, columns_b = {tuple(column) for column in a.T}, {tuple(column) for column in b.T}
     from_a = sum(tuple(column) in columns_a for column in mixed.T)
     from_b = sum(tuple(column) in columns_b for column in mixed.T)
     assert from_a + from_b == mixed.shape[1]  # nothing but the styles' own envelopes
     assert from_a / mixed.shape[1] == pytest.approx(0.75, abs=0.01)
     assert mixed.shape[1] == pytest.approx(min(a.shape[1] / 0.75, b.shape[1] / 0.25), abs=1)  # as many as both allow
-    only_a = mix_targets([(style_a, 1.0), (style_b, 0.0)]).envelopes
+    only_a = mix_targets([(style_a, 1.0), (style_b, 0.0)]).features["colour"]
     np.testing.assert_array_equal(only_a, a)
 
 
@@ -408,25 +407,28 @@ def test_target_save_and_load_round_trip(tmp_path, style_a):
     assert loaded.bands.count == style_a.bands.count
     for field in ("name", "key", "source_hash", "sample_rate", "frames"):
         assert getattr(loaded, field) == getattr(style_a, field), field
-    np.testing.assert_array_equal(loaded.ceiling, style_a.ceiling)
-    np.testing.assert_array_equal(loaded.levels, style_a.levels)
-    np.testing.assert_array_equal(loaded.envelopes, style_a.envelopes)
-    np.testing.assert_array_equal(loaded.spectrum, style_a.spectrum)
-    assert loaded.loudest_db == style_a.loudest_db and loaded.complete
+    assert loaded.features.keys() == style_a.features.keys() and loaded.complete
+    for stage, feature in style_a.features.items():
+        np.testing.assert_array_equal(loaded.features[stage], feature)
     assert loaded.compatible_with(SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["a.npz"]  # no temporary left
 
 
-OLDER_FORMATS = {1: ("ceiling", "levels", "loudest_db", "envelopes", "spectrum"),
-                 2: ("levels", "loudest_db", "envelopes", "spectrum"), 3: ("loudest_db", "envelopes", "spectrum"),
-                 4: ("envelopes", "spectrum"), 5: ("spectrum",)}  # what each did not store
+OLDER_FORMATS = {1: ("ceiling", "levels", "frame_hold", "colour", "match_eq"),
+                 2: ("levels", "frame_hold", "colour", "match_eq"), 3: ("frame_hold", "colour", "match_eq"),
+                 4: ("colour", "match_eq"), 5: ("match_eq",), 6: ()}  # the stages whose feature each did not store
+LEGACY_NAMES = {"colour": "envelopes", "ceiling": "ceiling", "levels": "levels", "frame_hold": "loudest_db",
+                "match_eq": "spectrum"}  # formats 2–6 stored each stage's feature under these names
 
 
 def _as_older_format(path: Path, version: int) -> None:
     """Rewrite a saved target as format ``version`` wrote it."""
     with np.load(path) as data:
-        arrays = {name: data[name] for name in data.files if name not in OLDER_FORMATS[version]}
+        arrays = {name: data[name] for name in data.files if not name.startswith("feature_")}
+        arrays |= {LEGACY_NAMES[stage]: data[f"feature_{stage}"] for stage in LEGACY_NAMES
+                   if stage not in OLDER_FORMATS[version]}
     meta = json.loads(str(arrays["meta"]))
+    del meta["stages"]
     arrays["meta"] = np.array(json.dumps(meta | {"format": version}))
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
@@ -437,22 +439,25 @@ def test_a_target_saved_in_an_older_format_still_loads_and_stylises(tmp_path, cl
     path = style_a.save(tmp_path / "a.npz")
     _as_older_format(path, version)
     old = StyleTarget.load(path)
-    assert not old.complete and all(getattr(old, name) is None for name in OLDER_FORMATS[version])
+    assert old.complete == (version == 6) and not set(OLDER_FORMATS[version]) & old.features.keys()
+    for stage in old.features:
+        np.testing.assert_array_equal(old.features[stage], style_a.features[stage])
     audio, rate = clips["content"]
     assert stylize(audio, rate, old, SMALL).audio.shape == audio.shape
 
 
-@pytest.mark.parametrize(("field", "value"), [("envelopes", np.zeros(8)), ("envelopes", np.zeros((3, 10))),
-                                            ("envelopes", np.zeros((16, 0))), ("spectrum", np.zeros(40)),
-                                            ("spectrum", np.zeros((128, 2))), ("spectrum", np.full(128, np.nan))])
-def test_a_target_with_an_array_of_the_wrong_shape_loads_without_it(tmp_path, clips, style_a, field, value):
+@pytest.mark.parametrize(("stage", "value"), [("colour", np.zeros(8)), ("colour", np.zeros((3, 10))),
+                                            ("colour", np.zeros((16, 0))), ("match_eq", np.zeros(40)),
+                                            ("match_eq", np.zeros((128, 2))), ("match_eq", np.full(128, np.nan)),
+                                            ("ceiling", np.full(513, np.inf))])
+def test_a_target_with_an_array_of_the_wrong_shape_loads_without_it(tmp_path, clips, style_a, stage, value):
     path = style_a.save(tmp_path / "a.npz")
     with np.load(path) as data:
-        arrays = {name: data[name] for name in data.files} | {field: value}
+        arrays = {name: data[name] for name in data.files} | {f"feature_{stage}": value}
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
     loaded = StyleTarget.load(path)
-    assert getattr(loaded, field) is None and not loaded.complete
+    assert stage not in loaded.features and not loaded.complete
     audio, rate = clips["content"]
     assert stylize(audio, rate, loaded, SMALL).audio.shape == audio.shape
 
@@ -464,28 +469,28 @@ def _lowpass(audio: np.ndarray, rate: int, cutoff_hz: float) -> np.ndarray:
 def test_a_style_learns_its_long_term_spectrum_clip_by_clip(clips, style_a):
     audio, rate = clips["style"]
     own, _ = long_term_spectrum(audio, rate)
-    np.testing.assert_allclose(style_a.spectrum, own, atol=1e-5)
+    np.testing.assert_allclose(style_a.features["match_eq"], own, atol=1e-5)
     lowpassed = _lowpass(audio, rate, 1000.0)
     muffled, _ = long_term_spectrum(lowpassed, rate)
     assert np.abs(muffled - own).max() > 10  # the premise: two clips of different spectra
-    both = learn_style([(audio, rate), (lowpassed, rate)], SMALL).spectrum
+    both = learn_style([(audio, rate), (lowpassed, rate)], SMALL).features["match_eq"]
     np.testing.assert_allclose(both, (own + muffled) / 2, atol=1e-4)  # as long as each other: equal weights
 
 
 def test_a_mixture_blends_the_long_term_spectra_by_weight(style_a, style_b):
-    mixed = mix_targets([(style_a, 3), (style_b, 1)]).spectrum
-    np.testing.assert_allclose(mixed, 0.75 * style_a.spectrum + 0.25 * style_b.spectrum, atol=1e-5)
+    mixed = mix_targets([(style_a, 3), (style_b, 1)]).features["match_eq"]
+    np.testing.assert_allclose(mixed, 0.75 * style_a.features["match_eq"] + 0.25 * style_b.features["match_eq"], atol=1e-5)
 
 
 def test_stylize_equalises_the_quiet_bins_toward_the_style_spectrum(clips, style_a):
     """Offline, the rendered clip's long-term spectrum ends closer to the style's than without the match EQ."""
     audio, rate = clips["content"]
-    spectra = {flag: long_term_spectrum(stylize(audio, rate, style_a, dataclasses.replace(SMALL, match_eq=flag)).audio,
+    spectra = {flag: long_term_spectrum(stylize(audio, rate, style_a, (SMALL if flag else without(SMALL, "match_eq"))).audio,
                                         rate)[0] for flag in (False, True)}
-    distance = {flag: float(np.abs(spectrum - style_a.spectrum).mean()) for flag, spectrum in spectra.items()}
+    distance = {flag: float(np.abs(spectrum - style_a.features["match_eq"]).mean()) for flag, spectrum in spectra.items()}
     assert distance[True] < 0.8 * distance[False], distance
     dry = stylize(audio, rate, style_a, dataclasses.replace(SMALL, style_weight=0.0))
-    unequalised = stylize(audio, rate, style_a, dataclasses.replace(SMALL, style_weight=0.0, match_eq=False))
+    unequalised = stylize(audio, rate, style_a, dataclasses.replace(without(SMALL, "match_eq"), style_weight=0.0))
     np.testing.assert_array_equal(dry.audio, unequalised.audio)  # style weight 0: no EQ either
 
 
@@ -495,8 +500,8 @@ def test_stylize_holds_the_output_under_the_style_range(clips):
     quiet = learn_style([(style_audio * 0.01, style_rate)], SMALL, name="quiet")
     audio, rate = clips["content"]
     held = stylize(audio, rate, quiet, SMALL)
-    assert np.all(held.output_logmag <= quiet.ceiling[:, None] + 1e-6)
-    free = stylize(audio, rate, quiet, dataclasses.replace(SMALL, ceiling=False))
+    assert np.all(held.output_logmag <= quiet.features["ceiling"][:, None] + 1e-6)
+    free = stylize(audio, rate, quiet, without(SMALL, "ceiling", "frame_hold"))
     assert np.sqrt(np.mean(held.audio**2)) < 0.2 * np.sqrt(np.mean(free.audio**2))
 
 
@@ -504,18 +509,18 @@ def test_stylize_holds_every_frame_under_the_style_loudest(chord_and_arpeggio):
     chord, arpeggio, rate = chord_and_arpeggio
     style = learn_style([(arpeggio, rate)], SMALL, name="arpeggio")
     held = stylize(chord, rate, style, SMALL)
-    assert frame_energy_db(held.output_logmag).max() <= style.loudest_db + 1e-3
-    free = stylize(chord, rate, dataclasses.replace(style, loudest_db=None), SMALL)  # as an older target
-    assert frame_energy_db(free.output_logmag).max() > style.loudest_db + 4  # measured: 6.1 dB over
+    assert frame_energy_db(held.output_logmag).max() <= style.features["frame_hold"] + 1e-3
+    free = stylize(chord, rate, lacking(style, "frame_hold"), SMALL)  # as an older target
+    assert frame_energy_db(free.output_logmag).max() > style.features["frame_hold"] + 4  # measured: 6.1 dB over
 
 
 def test_stylize_maps_the_quiet_levels_toward_the_style_and_leaves_the_loud_ones(clips, style_a):
-    preset = dataclasses.replace(SMALL, colour_warmup_seconds=0.1)  # two-second clips: no long ramp-in
-    style_a = dataclasses.replace(style_a, loudest_db=None)  # the frame bound scales whole frames: not this test's
+    preset = quick_warm_up(SMALL, 0.1)  # two-second clips: no long ramp-in
+    style_a = lacking(style_a, "frame_hold")  # the frame bound scales whole frames: not this test's
     audio, rate = clips["content"]
     mapped = stylize(audio, rate, style_a, preset).output_logmag
-    plain = stylize(audio, rate, style_a, dataclasses.replace(preset, levels=False)).output_logmag
-    loud = to_db(plain) >= LevelTable(style_a.levels).top - QUIET_DB + BLEND_DB
+    plain = stylize(audio, rate, style_a, without(preset, "levels")).output_logmag
+    loud = to_db(plain) >= LevelTable(style_a.features["levels"]).top - LevelsSettings().quiet_db + LevelsSettings().blend_db
     assert loud.any() and (~loud).any()
     np.testing.assert_allclose(mapped[loud], plain[loud], atol=1e-4)
     assert level_distance(mapped, style_a) < 0.75 * level_distance(plain, style_a)  # measured: 0.57
@@ -627,10 +632,10 @@ def test_a_level_histogram_of_another_resolution_is_dropped_on_load(tmp_path, st
     path = style_a.save(tmp_path / "a.npz")
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files}
-    arrays["levels"] = np.repeat(arrays["levels"], 2, axis=1) / 2  # as if saved with bins half as wide
+    arrays["feature_levels"] = np.repeat(arrays["feature_levels"], 2, axis=1) / 2  # as if saved with bins half as wide
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
-    assert StyleTarget.load(path).levels is None  # so the cache recomputes it instead of misreading it
+    assert "levels" not in StyleTarget.load(path).features  # so the cache recomputes it instead of misreading it
 
 
 def test_a_named_style_in_an_older_format_loads_with_a_warning(tmp_path, style_a, caplog):
@@ -642,7 +647,7 @@ def test_a_named_style_in_an_older_format_loads_with_a_warning(tmp_path, style_a
     _as_older_format(cache.named_path("A"), 2)
     with caplog.at_level(logging.WARNING, logger="gramophone.engine.cache"):
         old = cache.load_named("A")
-    assert old.levels is None and torch.equal(old.grams, style_a.grams)
+    assert "levels" not in old.features and torch.equal(old.grams, style_a.grams)
     assert any("learn it again" in record.getMessage() for record in caplog.records)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfilt
 
-from gramophone.stages.match_eq import MEL_BANDS, QUIET_DB, long_term_spectrum, match_spectrum
+from gramophone.stages.match_eq import MEL_BANDS, long_term_spectrum, match_spectrum
 
 RATE = 22050
 
@@ -59,7 +59,7 @@ def test_it_moves_the_quiet_floor_toward_the_style_and_leaves_loud_bins():
 
 
 def test_a_loud_band_is_not_touched():
-    """Noise within QUIET_DB of the loudest bin is not "quiet": the EQ leaves it, and moves only the dark top."""
+    """Noise within the quiet range (MatchEQSettings.quiet_db) of the loudest bin is not "quiet": the EQ leaves it, and moves only the dark top."""
     audio = _lowpassed(_noise(3, 4), 2000.0)[None].astype(np.float32)
     bright, _ = long_term_spectrum(_noise(3, 5)[None], RATE)
     matched = match_spectrum(audio, RATE, bright)

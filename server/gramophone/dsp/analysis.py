@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import librosa
 import numpy as np
+import scipy.signal
 
 REFERENCE_SCALE = 1024.0  # magnitude of a unit-amplitude sine is about REFERENCE_SCALE / 2
 TOP_BAND = 8  # channels at the top of the grid whose mean change is applied above the grid
@@ -73,10 +74,14 @@ class Spectrum:
         return self.logmag.shape[-1]
 
 
+def hann(length: int) -> np.ndarray:
+    """The periodic Hann window of ``length`` samples (float64), the one librosa's ``window="hann"`` uses."""
+    return scipy.signal.get_window("hann", length, fftbins=True)
+
+
 def magnitude_scale(config: AnalysisConfig, sample_rate: int) -> float:
     """Factor from a Hann-windowed STFT's magnitude to the reference scale."""
-    n_fft = config.n_fft(sample_rate)
-    return REFERENCE_SCALE / float(np.sum(np.hanning(n_fft + 1)[:-1]))
+    return REFERENCE_SCALE / float(np.sum(hann(config.n_fft(sample_rate))))
 
 
 def to_grid(magnitude: np.ndarray, channels: int) -> np.ndarray:

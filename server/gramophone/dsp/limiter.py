@@ -29,14 +29,15 @@ class Limiter:
     segment's start, which could not be seen coming, is cut over the samples left.
     """
 
-    def __init__(self, sample_rate: int, full_scale: float = FULL_SCALE) -> None:
+    def __init__(self, sample_rate: int, full_scale: float = FULL_SCALE, lookahead_seconds: float = LOOKAHEAD_SECONDS,
+                 release_db_per_second: float = RELEASE_DB_PER_SECOND) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         if full_scale <= 0:
             raise ValueError(f"full_scale must be positive, got {full_scale}")
         self.ceiling_db = 20 * np.log10(full_scale)
-        self.lookahead = max(1, round(LOOKAHEAD_SECONDS * sample_rate))
-        self.release_db = RELEASE_DB_PER_SECOND / sample_rate  # per sample
+        self.lookahead = max(1, round(lookahead_seconds * sample_rate))
+        self.release_db = release_db_per_second / sample_rate  # per sample
         self.reset()
 
     def reset(self) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..stages.colour import BandBasis
+from ..dsp.bands import BandBasis
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}
 INITS = ("ulyanov", "torch", "he")

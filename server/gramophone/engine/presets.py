@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from ..dsp.analysis import AnalysisConfig
+from ..stages import (CeilingSettings, ColourSettings, FrameHoldSettings, LevelsSettings, LimiterSettings,
+                      MatchEQSettings, StageSettings)
 from .network import NetworkConfig
 
 LOSSES = ("relative", "article", "ulyanov")
@@ -40,14 +42,11 @@ class Preset:
     iterations: int = 100
     learning_rate: float = 0.08
     init: str = "content"
-    colour: float = 0.0  # strength of the closed-form colouring step, 0 to 1
-    colour_bands: int = 40
-    colour_window_seconds: float = 8.0  # time constant of the running content statistics it colours from
-    colour_warmup_seconds: float = 2.0  # the colouring ramps in over this much audio, while statistics are thin
-    colour_neighbours: float = 0.0  # share of the way a coloured frame moves to its nearest style envelopes (colour.py)
-    ceiling: bool = False  # hold the output under the style's range, each channel and each frame (ceiling.py)
-    levels: bool = False  # map the output's quiet levels onto the style's, channel by channel (levels.py)
-    match_eq: bool = False  # offline: the rendered clip's quiet bins equalised toward the style's long-term spectrum (match_eq.py)
+    colour_bands: int = 40  # mel bands of the style's band statistics (part of a style target's key)
+    # The spectral stages in order (stages/: anchor, output and audio stages), each with its settings ...
+    stages: tuple[StageSettings, ...] = (LimiterSettings(),)
+    # ... and the style's range per channel, the bound beside them and inside the optimiser (None: no bound)
+    ceiling: CeilingSettings | None = None
     phase: str = "content"
     griffin_lim_iterations: int = 32
     griffin_lim_init: str = "content"
@@ -66,12 +65,33 @@ class Preset:
             raise ValueError("weights must not be negative")
         if self.iterations < 0 or self.learning_rate <= 0:
             raise ValueError("iterations must be >= 0 and learning_rate > 0")
-        if not 0.0 <= self.colour <= 1.0:
-            raise ValueError("colour must be within 0–1")
+        names = [settings.stage for settings in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a preset lists each stage once, got {', '.join(names)}")
+
+    @property
+    def colour(self) -> float:
+        """The colouring's strength offline (0 without a colouring stage)."""
+        settings = self.stage("colour")
+        return settings.strength if settings is not None else 0.0
+
+    def stage(self, name: str) -> StageSettings | None:
+        """The settings of the stage called ``name``, or None if the preset has none."""
+        return next((settings for settings in self.stages if settings.stage == name), None)
+
+    def with_stage(self, name: str, **changes) -> "Preset":
+        """A copy with the settings of stage ``name`` changed (ValueError if it has no such stage)."""
+        if self.stage(name) is None:
+            raise ValueError(f"preset {self.name!r} has no {name} stage")
+        return replace(self, stages=tuple(replace(settings, **changes) if settings.stage == name else settings
+                                          for settings in self.stages))
 
     def with_overrides(self, **overrides) -> "Preset":
-        """A copy with some settings changed (``None`` values are ignored)."""
-        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+        """A copy with some settings changed (``None`` values are ignored); ``colour`` sets the colouring's strength."""
+        overrides = {key: value for key, value in overrides.items() if value is not None}
+        colour = overrides.pop("colour", None)
+        preset = replace(self, **overrides)
+        return preset if colour is None else preset.with_stage("colour", strength=colour)
 
     def target_key(self) -> dict:
         """The settings a style target depends on (for cache keys and compatibility checks)."""
@@ -95,11 +115,9 @@ PRESETS: dict[str, Preset] = {
         content_weight=0.3,
         iterations=40,
         learning_rate=0.08,
-        colour=1.0,
-        colour_neighbours=0.5,
-        ceiling=True,
-        levels=True,
-        match_eq=True,
+        stages=(ColourSettings(strength=1.0, neighbours=0.5), LevelsSettings(), FrameHoldSettings(),
+                MatchEQSettings(), LimiterSettings()),
+        ceiling=CeilingSettings(),
     ),
     "article": Preset(
         name="article",

@@ -45,15 +45,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..dsp.analysis import AnalysisConfig, apply_logmag, magnitude_scale, to_grid
-from ..stages.ceiling import ceiling_limit
-from ..dsp.limiter import Limiter
+from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, to_grid
+from ..params import Parameters
+from ..stages import Context, build_chain
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
-from ..params import Parameters
 from .presets import Preset, get_preset
 from .style import StyleTarget, mix_targets
-from .offline import hold_to_loudest, running_colour, running_levels
 
 MODES = ("live", "render")
 MIN_BLOCK, MAX_BLOCK = 32, 8192
@@ -174,15 +172,14 @@ class StreamProcessor:
         self.sample_rate, self.channels, self.block_size = sample_rate, channels, block_size
         self.n_fft = analysis.n_fft(sample_rate)
         self.hop = analysis.hop_length(sample_rate)
-        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.n_fft) / self.n_fft)).astype(np.float32)
+        self.window = hann(self.n_fft).astype(np.float32)
         self.overlap_gain = float(np.sum(self.window**2) / self.hop)  # Σ w² over the frames covering a sample
         self.scale = magnitude_scale(analysis, sample_rate)
         self.nets = get_pool(analysis.channels, self.preset.network, analysis.max_freq_hz)
         self.min_window = self.preset.network.receptive_field  # frames a network needs for one output
         self.window_frames = max(self.min_window, round(self.config.window_seconds * sample_rate / self.hop))
-        self._colour = running_colour(self.preset, self.config.chunk_frames)
-        self._levels = running_levels(self.preset, self.config.chunk_frames)
-        self._limiter = Limiter(sample_rate)
+        self._chain = build_chain(self.preset.stages, self.preset.ceiling, analysis, self.preset.colour_bands,
+                                  self.config.chunk_frames, sample_rate, live=True)
         chunk_seconds = self.config.chunk_frames * self.hop / sample_rate
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
         self.prepared_budget = self.params.get("budget")
@@ -259,9 +256,7 @@ class StreamProcessor:
             self._limits = torch.zeros(channels, self.preset.analysis.channels, 0)  # and their ceilings
             self._correction = torch.zeros(1, self.preset.analysis.channels, 1, requires_grad=True)
             self._adam = torch.optim.Adam([self._correction], lr=self.params.get("learning_rate"))
-            self._colour.reset()
-            self._levels.reset()
-            self._limiter.reset()
+            self._chain.reset()
             self._phase_rng = np.random.default_rng(0)  # fill_phase's draws: a render repeats exactly
             self._net_cursor = 0
             self._fade_from: StyleTarget | None = None
@@ -447,20 +442,22 @@ class StreamProcessor:
             self._fade_step += 1
             if self._fade_step >= self.fade_chunks:
                 self._fade_from = None
-        strength = values["colour"] * min(values["style_weight"], 1.0)
-        limit = torch.from_numpy(self._limit(logmag, style, values))
-        coloured = logmag + self._colour.delta(logmag, style.bands, strength, style.envelopes)
-        anchor = torch.minimum(torch.from_numpy(coloured), limit)
+        context = self._chain.context(values["style_weight"], values["colour"], style.bands, style.features, logmag)
+        bound = self._chain.limit(context)
+        limit = torch.from_numpy(np.full_like(logmag, np.inf) if bound is None else bound)
+        anchor = torch.from_numpy(self._chain.run("anchor", logmag, context, bound))
         self._history = torch.cat([self._history, anchor], dim=-1)[..., -self.window_frames:]
         self._limits = torch.cat([self._limits, limit], dim=-1)[..., -self.window_frames:]
         steps = self._learn(style, values, deadline)
         finishing = time.monotonic()
         planned = self._plans_steps(values)
         live_late = self.mode == "live" and planned and steps == 0
-        edited = torch.minimum(anchor + self._correction.detach(), limit) if values["style_weight"] > 0 else anchor
-        mapped = self._match_levels(edited.numpy(), limit.numpy(), style, values)
-        output = hold_to_loudest(mapped, logmag, style, self.preset, min(values["style_weight"], 1.0))
-        self._synthesise(first, spectra, logmag, output)
+        if values["style_weight"] > 0:
+            edited = torch.minimum(anchor + self._correction.detach(), limit).numpy()
+        else:
+            edited = anchor.numpy()
+        output = self._chain.run("output", edited, context, bound)
+        self._synthesise(first, spectra, logmag, output, context)
         self._next_frame += count
         if self._finish_times is not None:
             self._finish_times.append(time.monotonic() - finishing)
@@ -473,18 +470,6 @@ class StreamProcessor:
             self._iterations_total += steps
             self._late += int(live_late)
         self._trim_input()
-
-    def _match_levels(self, edited: np.ndarray, limit: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
-        """The chunk's quiet levels mapped onto the style's (``levels.py``), still under the limit."""
-        if not self.preset.levels or style.levels is None:
-            return edited
-        return np.minimum(self._levels.apply(edited, style.levels, min(values["style_weight"], 1.0)), limit)
-
-    def _limit(self, logmag: np.ndarray, style: StyleTarget, values: dict) -> np.ndarray:
-        """The most each of the chunk's bins may reach: the style's range, or no bound."""
-        if not self.preset.ceiling or style.ceiling is None:
-            return np.full_like(logmag, np.inf)
-        return ceiling_limit(logmag, style.ceiling, min(values["style_weight"], 1.0))
 
     def _plans_steps(self, values: dict) -> bool:
         """Whether a chunk takes steps: the effect on, steps allowed, a window a network can read."""
@@ -529,7 +514,8 @@ class StreamProcessor:
         self._net_cursor = (self._net_cursor + steps) % pool
         return steps
 
-    def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray) -> None:
+    def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray,
+                    context: Context) -> None:
         """Overlap-add the chunk's frames; move finished samples, limited, to the wet buffer."""
         frames = np.fft.irfft(apply_logmag(spectra, logmag, edited, self.scale, self._phase_rng), n=self.n_fft, axis=1)
         frames = frames.transpose(0, 2, 1) * self.window  # (channels, count, n_fft)
@@ -544,7 +530,7 @@ class StreamProcessor:
         done = (first + count + 1) * self.hop - self.n_fft  # samples covered by all their frames
         if done > self._finished:
             lo, hi = self._finished - self._ola_start, done - self._ola_start
-            finished = self._limiter.process(self._ola[:, lo:hi] / self.overlap_gain)
+            finished = self._chain.run("audio", self._ola[:, lo:hi] / self.overlap_gain, context)
             self._wet = np.concatenate([self._wet, finished], axis=1)
             self._ola = self._ola[:, hi:]
             self._ola_start = done

@@ -3,21 +3,32 @@
 Colouring and gram steps can push a channel far above anything the style ever plays
 there: a note onset coloured from thin running statistics, or a content note the style
 never holds. Offline, outputs peaked at 2–3× full scale on the benchmark's pairs
-(docs/quality.md). The ceiling is the style's own loudest log1p magnitude in each
+(docs/research-log.md). The ceiling is the style's own loudest log1p magnitude in each
 channel, widened to the channels within ``SPREAD_HZ`` so a note a little off the style's
-pitches is not cut; the output is held under it. Held channel by channel, every channel
-may still reach its ceiling in the same frame, which the style never does: a live
-stream's opening second peaked at 1.9× full scale. So each frame's energy is held, too,
-under the style's loudest frame (``hold_frames``).
+pitches is not cut; the output is held under it (``Ceiling``, the bound beside the chain
+and inside the optimiser). Held channel by channel, every channel may still reach its
+ceiling in the same frame, which the style never does: a live stream's opening second
+peaked at 1.9× full scale. So each frame's energy is held, too, under the style's loudest
+frame (``FrameHold``, a stage of the chain).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-SPREAD_HZ = 172.0  # ±8 channels at the default 21.5 Hz spacing; measured against ±4 and ±2 in docs/quality.md
-ENERGY_FLOOR = 1e-12  # keeps the dB of a silent frame finite
+from ..dsp.analysis import AnalysisConfig
+from ..dsp.bands import frame_energy_db
+from .base import Bound, Context, Stage, StyleClip, open_to_dry
+
+# The widening a style target is learned with; fixed by the target's format, since one target
+# serves every preset with its analysis. ±8 channels at the default 21.5 Hz spacing; measured
+# against ±4 and ±2 (docs/research-log.md).
+SPREAD_HZ = 172.0
 
 
 def style_ceiling(peaks: np.ndarray, window_ms: float) -> np.ndarray:
@@ -35,14 +46,7 @@ def ceiling_limit(content: np.ndarray, ceiling: np.ndarray, strength: float) -> 
     At full strength the ceiling itself; at 0 nothing below the content, so the dry
     signal passes untouched; in between, a straight blend of the two.
     """
-    top = ceiling[:, None].astype(np.float32)
-    return (strength * top + (1 - strength) * np.maximum(top, content)).astype(np.float32)
-
-
-def frame_energy_db(logmag: np.ndarray) -> np.ndarray:
-    """Each frame's energy, ``Σ magnitude²`` over the channels of ``(..., channels, frames)``, in dB."""
-    magnitude = np.expm1(np.maximum(logmag, 0.0))
-    return 10 * np.log10(np.maximum(np.einsum("...ct,...ct->...t", magnitude, magnitude), ENERGY_FLOOR))
+    return open_to_dry(ceiling[:, None].astype(np.float32), content, strength).astype(np.float32)
 
 
 def hold_frames(logmag: np.ndarray, content: np.ndarray, loudest_db: np.ndarray | float, strength: float) -> np.ndarray:
@@ -54,9 +58,59 @@ def hold_frames(logmag: np.ndarray, content: np.ndarray, loudest_db: np.ndarray 
     straight blend in dB, as ``ceiling_limit`` blends.
     """
     energy = frame_energy_db(logmag)
-    bound = strength * loudest_db + (1 - strength) * np.maximum(loudest_db, frame_energy_db(content))
+    bound = open_to_dry(loudest_db, frame_energy_db(content), strength)
     over = np.maximum(energy - bound, 0.0)[..., None, :]
     if not over.any():
         return logmag
     held = np.log1p(np.expm1(np.maximum(logmag, 0.0)) * 10 ** (-over / 20)).astype(np.float32)
     return np.where(over > 0, held, logmag)
+
+
+@dataclass(frozen=True)
+class CeilingSettings:
+    """The per-channel ceiling: it has no setting of its own beyond what the target learns (``SPREAD_HZ``)."""
+
+    stage: ClassVar[str] = "ceiling"
+
+    def build(self, analysis: AnalysisConfig, bands: int, chunk_frames: int, sample_rate: int) -> "Ceiling":
+        return Ceiling()
+
+
+class Ceiling(Bound):
+    """The style's widened peak per channel, as an upper bound on every edit."""
+
+    name: ClassVar[str] = "ceiling"
+
+    @classmethod
+    def learn(cls, clips: Sequence[StyleClip]) -> np.ndarray:
+        peaks = np.max([clip.logmag.max(axis=(0, 2)) for clip in clips], axis=0)
+        return style_ceiling(np.maximum(np.zeros_like(peaks), peaks), clips[0].analysis.window_ms)
+
+
+    def limit(self, content: np.ndarray, context: Context) -> np.ndarray | None:
+        peaks = context.features.get(self.name)
+        return None if peaks is None else ceiling_limit(content, peaks, context.pull)
+
+
+@dataclass(frozen=True)
+class FrameHoldSettings:
+    """The frame bound: no frame louder than the style's loudest. Nothing to tune."""
+
+    stage: ClassVar[str] = "frame_hold"
+
+    def build(self, analysis: AnalysisConfig, bands: int, chunk_frames: int, sample_rate: int) -> "FrameHold":
+        return FrameHold()
+
+
+class FrameHold(Stage):
+    """Every output frame held under the style's loudest frame energy (``hold_frames``)."""
+
+    name: ClassVar[str] = "frame_hold"
+    place: ClassVar[str] = "output"
+
+    @classmethod
+    def learn(cls, clips: Sequence[StyleClip]) -> np.ndarray:
+        return np.array(max(float(clip.frame_db.max()) for clip in clips), dtype=np.float32)
+
+    def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
+        return hold_frames(data, context.content, context.features[self.name], context.pull)

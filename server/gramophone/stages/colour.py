@@ -10,69 +10,50 @@ to run before the gram steps, offline and live.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
-import librosa
 import numpy as np
 from threadpoolctl import ThreadpoolController
+
+from ..dsp.analysis import AnalysisConfig
+from ..dsp.bands import BandBasis, BandStats
+from .base import Context, Stage, StyleClip, ramp_in
 
 # The colouring's matrices are small (bands × bands, bands × a chunk's frames): BLAS threads
 # gain nothing on them, and OpenBLAS threads left spinning afterwards took the cores from
 # torch's next step (live steps ran 3× slower on 2 cores). So its NumPy work runs on one.
 _BLAS = ThreadpoolController()
 
-MAX_CHANGE = 1.5  # the most a channel's log1p magnitude may move (about ×4.5, 13 dB): see RunningColour
-NEIGHBOURS = 4  # style frames whose mean envelope a coloured frame moves toward (docs/quality.md: 4 and 16 alike)
-RIDGE = 1e-3  # covariance regularisation, relative to its mean variance
-STYLE_RIDGE = 1e-2  # floor on the content's, relative to the style's: caps the whitening gain near 10
+# What the style target keeps for the nearest-envelope move; fixed by the target's format,
+# since one target serves every preset with its analysis.
+MAX_ENVELOPES = 4096  # band frames kept: 47 s of style at the default hop
+SILENT_ENVELOPE_DB = 60.0  # frames this far under the style's loudest are silence, not an envelope it plays
 
 
 @dataclass(frozen=True)
-class BandBasis:
-    """Projection of a channel grid onto mel bands and the smooth way back."""
+class ColourSettings:
+    """The colouring's settings (measured on held-out nets and MFCCs: docs/research-log.md)."""
 
-    to_bands: np.ndarray  # (bands, channels): band averages
-    to_channels: np.ndarray  # (channels, bands): interpolating weights, rows sum to 1
+    stage: ClassVar[str] = "colour"
 
-    @classmethod
-    def build(cls, channels: int, max_freq_hz: float, bands: int) -> "BandBasis":
-        filters = librosa.filters.mel(sr=2 * max_freq_hz, n_fft=2 * (channels - 1), n_mels=bands, norm=None, htk=True)
-        filters = filters.astype(np.float64)
-        to_bands = filters / np.maximum(filters.sum(axis=1, keepdims=True), 1e-12)
-        weights = filters.T.copy()
-        covered = weights.sum(axis=1) > 1e-9
-        # Bins outside every triangle (0 Hz, the very top) take the nearest covered bin's weights.
-        indices = np.arange(channels)
-        nearest = np.searchsorted(indices[covered], indices).clip(0, covered.sum() - 1)
-        weights[~covered] = weights[covered][nearest[~covered]]
-        to_channels = weights / weights.sum(axis=1, keepdims=True)
-        return cls(to_bands=to_bands.astype(np.float32), to_channels=to_channels.astype(np.float32))
+    strength: float = 1.0  # offline strength, 0–1 (live, the ``colour`` parameter sets it)
+    window_seconds: float = 8.0  # time constant of the running content statistics it colours from
+    warmup_seconds: float = 2.0  # it ramps in over this much audio, while statistics are thin
+    neighbours: float = 0.0  # share of the way a coloured frame moves to its nearest style envelopes (0.5 by default)
+    neighbour_count: int = 4  # style frames whose mean envelope a frame moves toward (4 and 16 measured alike)
+    max_change: float = 1.5  # the most a channel's log1p magnitude may move (about ×4.5, 13 dB): see RunningColour
+    ridge: float = 1e-3  # covariance regularisation, relative to its mean variance
+    style_ridge: float = 1e-2  # floor on the content's, relative to the style's: caps the whitening gain near 10
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.strength <= 1.0 or not 0.0 <= self.neighbours <= 1.0:
+            raise ValueError("colour strength and neighbours must be within 0–1")
 
-@dataclass
-class BandStats:
-    """Mean and covariance of band frames: what the colouring matches."""
-
-    mean: np.ndarray  # (bands,)
-    covariance: np.ndarray  # (bands, bands)
-    count: float
-
-    @classmethod
-    def of(cls, band_frames: np.ndarray) -> "BandStats":
-        """Statistics of ``(..., bands, frames)``, pooling any leading axes."""
-        bands = band_frames.shape[-2]
-        frames = np.moveaxis(band_frames, -2, 0).reshape(bands, -1).astype(np.float64)
-        mean = frames.mean(axis=1)
-        centred = frames - mean[:, None]
-        covariance = centred @ centred.T / max(frames.shape[1], 1)
-        return cls(mean=mean, covariance=covariance, count=float(frames.shape[1]))
-
-    @classmethod
-    def mix(cls, parts: list[tuple["BandStats", float]]) -> "BandStats":
-        """The statistics of a weighted mixture of sources (weights sum to 1)."""
-        mean = sum(weight * stats.mean for stats, weight in parts)
-        second = sum(weight * (stats.covariance + np.outer(stats.mean, stats.mean)) for stats, weight in parts)
-        return cls(mean=mean, covariance=second - np.outer(mean, mean), count=sum(s.count for s, _ in parts))
+    def build(self, analysis: AnalysisConfig, bands: int, chunk_frames: int, sample_rate: int) -> "Colour":
+        return Colour(self, analysis, bands, chunk_frames)
 
 
 def _matrix_power(covariance: np.ndarray, power: float, ridge: float) -> np.ndarray:
@@ -80,7 +61,8 @@ def _matrix_power(covariance: np.ndarray, power: float, ridge: float) -> np.ndar
     return (vectors * np.maximum(values, 1e-12) ** power) @ vectors.T
 
 
-def colour_transform(content: BandStats, style: BandStats) -> tuple[np.ndarray, np.ndarray]:
+def colour_transform(content: BandStats, style: BandStats,
+                     settings: ColourSettings = ColourSettings()) -> tuple[np.ndarray, np.ndarray]:
     """``(A, b)`` such that ``A @ y + b`` has the style's mean and covariance for the content's ``y``.
 
     The content's covariance is regularised relative to the *style's* variance too, so a
@@ -88,8 +70,9 @@ def colour_transform(content: BandStats, style: BandStats) -> tuple[np.ndarray, 
     """
     size = len(style.covariance)
     style_variance = float(np.trace(style.covariance)) / size
-    ridge = RIDGE * float(np.trace(content.covariance)) / size + STYLE_RIDGE * style_variance + 1e-8
-    matrix = _matrix_power(style.covariance, 0.5, RIDGE * style_variance + 1e-8) @ _matrix_power(content.covariance, -0.5, ridge)
+    ridge = settings.ridge * float(np.trace(content.covariance)) / size + settings.style_ridge * style_variance + 1e-8
+    matrix = (_matrix_power(style.covariance, 0.5, settings.ridge * style_variance + 1e-8)
+              @ _matrix_power(content.covariance, -0.5, ridge))
     return matrix.astype(np.float32), (style.mean - matrix @ content.mean).astype(np.float32)
 
 
@@ -98,24 +81,25 @@ class RunningColour:
 
     The content's band mean and covariance are a decayed average over the past (time
     constant set by ``decay`` per chunk), bias-corrected so the opening chunks weigh
-    equally instead of the first (often silent) one lingering. Three things, each
-    measured on held-out nets (docs/quality.md), keep it stable:
+    equally instead of the first (often silent) one lingering. Four things, each
+    measured on held-out nets (docs/research-log.md), keep it stable:
 
     - the transform is interpolated frame by frame from the previous chunk's to this
       chunk's, because a gain that jumps every chunk is a temporal pattern of its own;
     - its strength ramps in over the first ``warmup_frames`` frames, while the
       statistics are still too thin to trust;
     - the content covariance has a floor relative to the style's (``colour_transform``);
-    - no channel moves by more than ``MAX_CHANGE``: unclipped, thin statistics (a
+    - no channel moves by more than ``max_change``: unclipped, thin statistics (a
       note onset, the opening second) lifted near-silent bands by up to ×e¹¹ into
       bursts, and on plucks the colouring made the output less like the style.
     """
 
-    def __init__(self, basis: BandBasis, decay: float, warmup_frames: int, neighbour_share: float = 0.0) -> None:
+    def __init__(self, basis: BandBasis, decay: float, warmup_frames: int,
+                 settings: ColourSettings = ColourSettings()) -> None:
         self.basis = basis
         self.decay = decay
         self.warmup_frames = max(warmup_frames, 1)
-        self.neighbour_share = neighbour_share
+        self.settings = settings
         self.reset()
 
     def reset(self) -> None:
@@ -130,17 +114,19 @@ class RunningColour:
 
         With the style's band frames (``envelopes``, ``(bands, count)``) and a neighbour
         share, each coloured frame then moves that share of the way to the mean envelope
-        of its ``NEIGHBOURS`` nearest style frames (kNN-VC's idea, on envelopes): the
+        of its ``neighbour_count`` nearest style frames (kNN-VC's idea, on envelopes): the
         colouring matches the style's envelopes as one Gaussian, and a frame may still
         have an envelope the style never plays.
         """
+        most = self.settings.max_change
         with _BLAS.limit(limits=1, user_api="blas"):
-            change = np.clip(self._delta(logmag, style, strength), -MAX_CHANGE, MAX_CHANGE)
-            share = self.neighbour_share * strength * min(1.0, self.frames / self.warmup_frames)
+            change = np.clip(self._delta(logmag, style, strength), -most, most)
+            share = self.settings.neighbours * strength * ramp_in(self.frames, self.warmup_frames)
             if envelopes is None or share <= 0:
                 return change
-            move = nearest_envelope_change(self.basis.to_bands @ (logmag + change), envelopes)
-            return change + np.clip(share * self.basis.to_channels @ move, -MAX_CHANGE, MAX_CHANGE).astype(np.float32)
+            move = nearest_envelope_change(self.basis.to_bands @ (logmag + change), envelopes,
+                                           self.settings.neighbour_count)
+            return change + np.clip(share * self.basis.to_channels @ move, -most, most).astype(np.float32)
 
     def _delta(self, logmag: np.ndarray, style: BandStats, strength: float) -> np.ndarray:
         bands = self.basis.to_bands @ logmag
@@ -149,8 +135,8 @@ class RunningColour:
         self.stats = chunk if self.stats is None else BandStats.mix([(self.stats, 1 - 1 / self.weight), (chunk, 1 / self.weight)])
         count = logmag.shape[-1]
         self.frames += count
-        matrix, offset = colour_transform(self.stats, style)
-        trust = strength * min(1.0, self.frames / self.warmup_frames)
+        matrix, offset = colour_transform(self.stats, style, self.settings)
+        trust = strength * ramp_in(self.frames, self.warmup_frames)
         matrix = trust * matrix + (1 - trust) * np.eye(len(matrix), dtype=np.float32)
         offset = trust * offset
         previous = self.previous or (matrix, offset)
@@ -162,7 +148,73 @@ class RunningColour:
         return (self.basis.to_channels @ (target - bands)).astype(np.float32)
 
 
-def nearest_envelope_change(bands: np.ndarray, envelopes: np.ndarray, count: int = NEIGHBOURS) -> np.ndarray:
+def running_window(analysis: AnalysisConfig, chunk_frames: int, window_seconds: float,
+                   warmup_seconds: float) -> tuple[float, int]:
+    """A running stage's per-chunk decay and ramp-in frames (colouring and level matching share the form)."""
+    chunk_seconds = chunk_frames * analysis.hop_ms / 1000
+    return math.exp(-chunk_seconds / window_seconds), round(warmup_seconds * 1000 / analysis.hop_ms)
+
+
+class Colour(Stage):
+    """The colouring as a stage: the anchor's frames moved toward the style's band statistics and envelopes.
+
+    Learns the style's sounding band frames (its envelopes); the band statistics themselves
+    belong to the style target, which every preset's colouring reads.
+    """
+
+    name: ClassVar[str] = "colour"
+    place: ClassVar[str] = "anchor"
+    lifts: ClassVar[bool] = True
+
+    def __init__(self, settings: ColourSettings, analysis: AnalysisConfig, bands: int, chunk_frames: int) -> None:
+        self.settings = settings
+        self.chunk_frames = chunk_frames
+        basis = BandBasis.build(analysis.channels, analysis.max_freq_hz, bands)
+        decay, warmup = running_window(analysis, chunk_frames, settings.window_seconds, settings.warmup_seconds)
+        self.running = RunningColour(basis, decay, warmup, settings)
+
+    @classmethod
+    def learn(cls, clips: Sequence[StyleClip]) -> np.ndarray:
+        """Every clip's and channel's band frames louder than ``SILENT_ENVELOPE_DB`` under the loudest, thinned."""
+        floor_db = max(float(clip.frame_db.max()) for clip in clips) - SILENT_ENVELOPE_DB
+        sounding = [np.moveaxis(clip.band_frames, -2, 0)[:, clip.frame_db > floor_db] for clip in clips]
+        return thin_envelopes(np.concatenate(sounding, axis=1), MAX_ENVELOPES)
+
+    @classmethod
+    def mix(cls, parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+        """Each style's envelopes, thinned so their counts follow the weights.
+
+        As many in all as the style with the fewest per unit of weight allows, at most ``MAX_ENVELOPES``.
+        """
+        weighted = [(envelopes, weight) for envelopes, weight in parts if weight > 0]
+        total = min(MAX_ENVELOPES, min(envelopes.shape[1] / weight for envelopes, weight in weighted))
+        return np.concatenate([thin_envelopes(envelopes, max(1, round(weight * total)))
+                               for envelopes, weight in weighted], axis=1)
+
+    @classmethod
+    def check(cls, feature: np.ndarray, bands: int) -> bool:
+        return feature.ndim == 2 and feature.shape[0] == bands and feature.shape[1] > 0
+
+    @classmethod
+    def ready(cls, features) -> bool:
+        return True  # without envelopes (an older target) it still colours, only the nearest-envelope move is off
+
+    def reset(self) -> None:
+        self.running.reset()
+
+    def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
+        strength = context.colour * context.pull
+        change = self.running.delta(data, context.bands, strength, context.features.get(self.name))
+        return data if strength <= 0 else data + change
+
+
+def thin_envelopes(envelopes: np.ndarray, count: int) -> np.ndarray:
+    """At most ``count`` of ``envelopes``' columns, evenly spaced, as float32."""
+    keep = np.unique(np.linspace(0, envelopes.shape[1] - 1, min(count, envelopes.shape[1])).round().astype(int))
+    return envelopes[:, keep].astype(np.float32)
+
+
+def nearest_envelope_change(bands: np.ndarray, envelopes: np.ndarray, count: int) -> np.ndarray:
     """For ``(..., bands, frames)``, the move of each frame to the mean of its ``count`` nearest envelopes.
 
     ``envelopes`` is ``(bands, N)``; nearest by Euclidean distance over the bands.

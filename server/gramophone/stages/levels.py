@@ -3,10 +3,10 @@
 Colouring and gram steps work on log1p magnitudes, which are linear below 1: a bin 40 dB
 under the loudest and one 80 dB under differ there by almost nothing, while a dB view (the
 ear's, and the MFCCs') tells a noise floor, a breath or a hiss from silence. So below
-``QUIET_DB`` under the style's loudest level, each channel's output levels are mapped onto
+``quiet_db`` (``LevelsSettings``) under the style's loudest level, each channel's output levels are mapped onto
 the style's by quantile: a bin at the output's p-th percentile in its channel takes the
 style's p-th percentile there. The loud range, where words and notes live, is left to the
-colouring and the steps. Measured in docs/quality.md (section 6).
+colouring and the steps. Measured in docs/research-log.md (section 6).
 
 The output's percentiles come from a running, decayed histogram per channel, so the live
 stream and the offline path map alike; its strength ramps in while the histogram is thin.
@@ -14,13 +14,35 @@ stream and the offline path map alike; its strength ramps in while the histogram
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 
+from ..dsp.analysis import AnalysisConfig
+from .base import Context, Stage, StyleClip, quiet_share, ramp_in
+from .colour import running_window
+
+# The histogram's format, which a style target stores: fixed, not a preset's setting.
 FLOOR = 1e-2  # magnitude added before the dB conversion: −40 dB in grid units, far under any audible bin
 LOW_DB, HIGH_DB, STEP_DB = -40.0, 100.0, 1.0  # histogram range and resolution, in grid dB
-QUIET_DB = 40.0  # mapped in full from this far under the style's loudest level ...
-BLEND_DB = 10.0  # ... and not at all from BLEND_DB closer to it, with a straight blend between
 BINS = int(round((HIGH_DB - LOW_DB) / STEP_DB))
+
+
+@dataclass(frozen=True)
+class LevelsSettings:
+    """The quiet-level map's settings (measured on held-out MFCCs and grams: docs/research-log.md, section 6)."""
+
+    stage: ClassVar[str] = "levels"
+
+    quiet_db: float = 40.0  # mapped in full from this far under the style's loudest level ...
+    blend_db: float = 10.0  # ... and not at all from blend_db closer to it, with a straight blend between
+    window_seconds: float = 8.0  # the output histogram's running window, as the colouring's
+    warmup_seconds: float = 2.0  # the map ramps in over this much audio, while the histogram is thin
+
+    def build(self, analysis: AnalysisConfig, bands: int, chunk_frames: int, sample_rate: int) -> "Levels":
+        return Levels(self, analysis, chunk_frames)
 
 
 def to_db(logmag: np.ndarray) -> np.ndarray:
@@ -110,10 +132,12 @@ class RunningLevelMatch:
     the mapping ramps in over the first ``warmup_frames`` frames.
     """
 
-    def __init__(self, channels: int, decay: float, warmup_frames: int) -> None:
+    def __init__(self, channels: int, decay: float, warmup_frames: int,
+                 settings: LevelsSettings = LevelsSettings()) -> None:
         self.channels = channels
         self.decay = decay
         self.warmup_frames = max(warmup_frames, 1)
+        self.settings = settings
         self.reset()
 
     def reset(self) -> None:
@@ -126,13 +150,43 @@ class RunningLevelMatch:
         levels = _channels_first(to_db(logmag))
         self.histogram.add(levels, self.decay)
         self.frames += logmag.shape[-1]
-        trust = strength * min(1.0, self.frames / self.warmup_frames)
+        trust = strength * ramp_in(self.frames, self.warmup_frames)
         if trust <= 0:
             return logmag
         if self._table is None or self._table.shares is not style:  # a new style (or a crossfade's mixture)
             self._table = LevelTable(style)
         mapped = self._table.level_at(self.histogram.percentiles(levels))
-        quiet = np.clip((self._table.top - QUIET_DB - levels) / BLEND_DB + 1.0, 0.0, 1.0)
+        quiet = quiet_share(levels, self._table.top, self.settings.quiet_db, self.settings.blend_db)
         out = levels + trust * quiet * (mapped - levels)
         shape = (logmag.shape[-2], *logmag.shape[:-2], logmag.shape[-1])
         return np.moveaxis(from_db(out).reshape(shape), 0, -2)
+
+
+class Levels(Stage):
+    """The quiet-level map as a stage: learns each channel's dB level histogram of the style."""
+
+    name: ClassVar[str] = "levels"
+    place: ClassVar[str] = "output"
+    lifts: ClassVar[bool] = True
+
+    def __init__(self, settings: LevelsSettings, analysis: AnalysisConfig, chunk_frames: int) -> None:
+        self.chunk_frames = chunk_frames
+        decay, warmup = running_window(analysis, chunk_frames, settings.window_seconds, settings.warmup_seconds)
+        self.running = RunningLevelMatch(analysis.channels, decay, warmup, settings)
+
+    @classmethod
+    def learn(cls, clips: Sequence[StyleClip]) -> np.ndarray:
+        histogram = LevelHistogram(clips[0].logmag.shape[-2])
+        for clip in clips:
+            histogram.add_grid(clip.logmag)
+        return histogram.shares()
+
+    @classmethod
+    def check(cls, feature: np.ndarray, bands: int) -> bool:
+        return feature.ndim == 2 and feature.shape[-1] == BINS  # another histogram resolution is unusable here
+
+    def reset(self) -> None:
+        self.running.reset()
+
+    def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
+        return self.running.apply(data, context.features[self.name], context.pull)

@@ -18,16 +18,36 @@ what this needs (a mel band gain limited to the quiet bins) is one STFT and a fe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
 import librosa
 import numpy as np
 
+from ..dsp.analysis import AnalysisConfig
+from ..dsp.bands import mel_filters
+from .base import Context, Stage, StyleClip, quiet_share
+
+# The long-term spectrum's analysis, which a style target stores: fixed, not a preset's setting.
 WINDOW_MS = 2048 / 22050 * 1000  # 93 ms: fine enough to part a voice's harmonics from the gaps between them
 OVERLAP = 4  # hop = window / 4: exact overlap-add with a Hann window
 MEL_BANDS = 128
 MAX_FREQ_HZ = 11025.0  # bands up to here at every rate; bins above take the top band's gain
 TOP_DB = 80.0  # band levels further under the clip's loudest band count as this far (as librosa.power_to_db)
-QUIET_DB = 32.0  # bins this far under the clip's loudest bin take the full gain ...
-BLEND_DB = 10.0  # ... and bins BLEND_DB closer to it none, with a straight blend between
+
+
+@dataclass(frozen=True)
+class MatchEQSettings:
+    """The match EQ's settings (measured on held-out MFCCs, grams and STOI: docs/research-log.md, section 7)."""
+
+    stage: ClassVar[str] = "match_eq"
+
+    quiet_db: float = 32.0  # bins this far under the clip's loudest bin take the full gain ...
+    blend_db: float = 10.0  # ... and bins blend_db closer to it none, with a straight blend between
+
+    def build(self, analysis: AnalysisConfig, bands: int, chunk_frames: int, sample_rate: int) -> "MatchEQ":
+        return MatchEQ(self, sample_rate)
 
 
 def _stft(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -41,8 +61,7 @@ def _stft(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
 
 def _mel_basis(sample_rate: int, bins: int) -> np.ndarray:
     """``(MEL_BANDS, bins)`` triangular mel filters up to ``MAX_FREQ_HZ`` (or Nyquist, if lower)."""
-    return librosa.filters.mel(sr=sample_rate, n_fft=2 * (bins - 1), n_mels=MEL_BANDS,
-                               fmax=min(MAX_FREQ_HZ, sample_rate / 2))
+    return mel_filters(sample_rate, 2 * (bins - 1), MEL_BANDS, fmax=min(MAX_FREQ_HZ, sample_rate / 2))
 
 
 def _band_db(power: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -65,7 +84,8 @@ def _shape(power: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return (levels - levels.mean()).astype(np.float32)
 
 
-def match_spectrum(audio: np.ndarray, sample_rate: int, style_spectrum: np.ndarray, strength: float = 1.0) -> np.ndarray:
+def match_spectrum(audio: np.ndarray, sample_rate: int, style_spectrum: np.ndarray, strength: float = 1.0,
+                   settings: MatchEQSettings = MatchEQSettings()) -> np.ndarray:
     """``(channels, samples)`` audio with its quiet bins equalised toward ``style_spectrum``'s shape.
 
     ``strength`` (0–1) scales the gain; at 0 the audio is returned as it is.
@@ -81,7 +101,7 @@ def match_spectrum(audio: np.ndarray, sample_rate: int, style_spectrum: np.ndarr
     basis = _mel_basis(sample_rate, stft.shape[-2])
     gain_db = _bins_from_bands(style_spectrum - _shape(power, basis), basis)
     level = 10.0 * np.log10(np.maximum(power, 1e-20))
-    quiet = np.clip((level.max() - QUIET_DB - level) / BLEND_DB + 1.0, 0.0, 1.0)
+    quiet = quiet_share(level, level.max(), settings.quiet_db, settings.blend_db)
     gain = 10.0 ** (strength * quiet * gain_db[:, None] / 20.0)
     out = librosa.istft(stft * gain, hop_length=hop, n_fft=2 * (stft.shape[-2] - 1), window="hann", center=True,
                         length=audio.shape[-1])
@@ -96,3 +116,28 @@ def _bins_from_bands(band_gain_db: np.ndarray, basis: np.ndarray) -> np.ndarray:
     gain[covered.max() + 1:] = band_gain_db[-1]
     gain[:covered.min()] = band_gain_db[0]  # DC, under the first band's filter
     return gain
+
+
+class MatchEQ(Stage):
+    """The match EQ as a stage: learns the style's long-term spectrum; offline only (it needs the whole clip)."""
+
+    name: ClassVar[str] = "match_eq"
+    place: ClassVar[str] = "audio"
+    offline_only: ClassVar[bool] = True
+
+    def __init__(self, settings: MatchEQSettings, sample_rate: int) -> None:
+        self.settings = settings
+        self.sample_rate = sample_rate
+
+    @classmethod
+    def learn(cls, clips: Sequence[StyleClip]) -> np.ndarray:
+        """Every clip's long-term spectrum, weighted by its frames."""
+        spectra, frames = zip(*(long_term_spectrum(clip.audio, clip.sample_rate) for clip in clips))
+        return np.average(spectra, axis=0, weights=frames).astype(np.float32)
+
+    @classmethod
+    def check(cls, feature: np.ndarray, bands: int) -> bool:
+        return feature.shape == (MEL_BANDS,) and bool(np.all(np.isfinite(feature)))
+
+    def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
+        return match_spectrum(data, self.sample_rate, context.features[self.name], context.pull, self.settings)
