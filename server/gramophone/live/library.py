@@ -21,7 +21,7 @@ from ..engine.presets import Preset
 from ..engine.style import StyleTarget, mix_targets
 
 log = logging.getLogger(__name__)
-BUILTIN_DIR = Path(__file__).parent / "data" / "styles"
+BUILTIN_DIR = Path(__file__).parent.parent / "data" / "styles"  # gramophone/data/styles
 BUILTIN_SUFFIXES = (".wav", ".flac")
 DEFAULT_STYLE = "voice"
 
