@@ -1,4 +1,5 @@
-"""OSC encoding and decoding with python-osc: argument typing, audio as a blob or float list, SLIP."""
+"""OSC for the client: requests encoded as the server's protocol module encodes (torch-free, shared),
+replies decoded with python-osc, audio as a blob or a float list."""
 
 from __future__ import annotations
 
@@ -6,43 +7,24 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pythonosc import slip
+from gramophone.osc.protocol import encode_audio, encode_message, max_udp_samples
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message_builder import OscMessageBuilder
 
 Encoding = Literal["blob", "floats"]
 
-#: The largest float list that fits one UDP datagram (65 500 bytes at 5 bytes a sample).
-MAX_UDP_FLOATS = 13_000
+#: The largest float list that fits one UDP datagram: the server's own limit.
+MAX_UDP_FLOATS = max_udp_samples()
 
 
 def build(address: str, args: Sequence[Any] = ()) -> bytes:
-    """One OSC message; ints go as ``i``, floats as ``f``, str as ``s``, bytes as ``b``."""
-    builder = OscMessageBuilder(address)
-    for arg in args:
-        if isinstance(arg, (bool, np.bool_)):
-            builder.add_arg(int(arg), "i")
-        elif isinstance(arg, (int, np.integer)):
-            builder.add_arg(int(arg), "i")
-        elif isinstance(arg, (float, np.floating)):
-            builder.add_arg(float(arg), "f")
-        else:
-            builder.add_arg(arg)
-    return builder.build().dgram
+    """One OSC message, encoded as the server encodes its own (``gramophone.osc.protocol``)."""
+    return encode_message(address, *args)
 
 
 def build_audio(address: str, seq: int, samples: np.ndarray, encoding: Encoding) -> bytes:
     """``address seq samples``: one little-endian float32 blob, or a flat list of floats."""
-    flat = np.ascontiguousarray(samples, dtype="<f4").reshape(-1)
-    builder = OscMessageBuilder(address)
-    builder.add_arg(int(seq), "i")
-    if encoding == "blob":
-        builder.add_arg(flat.tobytes(), "b")
-    else:
-        for value in flat.tolist():
-            builder.add_arg(value, "f")
-    return builder.build().dgram
+    return encode_audio(address, seq, np.ascontiguousarray(samples, dtype=np.float32).reshape(-1), encoding)
 
 
 def audio_of(params: Sequence[Any]) -> np.ndarray:
@@ -59,16 +41,3 @@ def messages(dgram: bytes) -> Iterator[OscMessage]:
             yield from messages(item.dgram)
     else:
         yield OscMessage(dgram)
-
-
-class SlipDecoder:
-    """Splits a TCP byte stream into OSC packets framed by SLIP (OSC 1.1)."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the packets they completed."""
-        self._buffer += data
-        *frames, self._buffer = self._buffer.split(slip.END)
-        return [slip.decode(slip.END + frame + slip.END) for frame in frames if frame]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from pythonosc import slip
+from gramophone.osc.framing import SlipDecoder
 
 from .errors import ConnectionLost
-from .osc import SlipDecoder
 
 #: UDP datagrams up to 64 KB are read whole.
 MAX_DATAGRAM = 65_536
@@ -61,7 +60,7 @@ class TcpTransport:
 
     def send(self, packet: bytes) -> None:
         try:
-            self._sock.sendall(slip.encode(packet))
+            self._sock.sendall(SlipDecoder.encode(packet))
         except OSError as error:
             raise ConnectionLost(f"TCP connection lost: {error}") from error
 
