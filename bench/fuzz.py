@@ -1,4 +1,4 @@
-"""Bad input at scale (issue "The live promise holds…", item 6): a real server under 10^5 bad packets.
+"""Bad input at scale: a real server under 10^5 bad packets.
 
 1. A real ``gramophone serve`` on 127.0.0.1.  One live session streams a 220 Hz saw in real time
    (48 kHz mono, blocks of 512) for the whole run, a pinger sends ``/ping`` every 50 ms from its

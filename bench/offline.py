@@ -1,4 +1,4 @@
-"""Offline benchmark (issue 2): speed, machine use, memory and held-out quality per preset and pair.
+"""Offline benchmark: speed, machine use, memory and held-out quality per preset and pair.
 
 Each preset × pair runs in its own subprocess so its peak memory (``ru_maxrss``) is its
 own; the matmul peak is measured in this process first, in the same run. Usage::

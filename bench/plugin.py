@@ -1,4 +1,4 @@
-"""Plugin benchmark (issue 16): the Gramophone plugin in a host paced in real time.
+"""Plugin benchmark: the Gramophone plugin in a host paced in real time.
 
 The plugin's CLAP build (mono) in its test host (``clients/plugin/build/clap-host --realtime``:
 each call runs once its block of input would have been captured), one ``gramophone serve`` on

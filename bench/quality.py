@@ -1,4 +1,4 @@
-"""Quality benchmark and listening report (issue 6): every pair through every path, against the targets.
+"""Quality benchmark and listening report: every pair through every path, against the targets.
 
 Paths: the dry content, the offline default preset (plus any ``--presets``), and the live
 stream at 48 kHz at the largest chunk that keeps the reported latency within 300 ms, within
@@ -9,7 +9,7 @@ Usage::
 
     python -m bench.quality                       # all pairs, 10 s
     python -m bench.quality --quick --html report/report.html
-    python -m bench.quality --markdown            # tables for the README / docs/quality.md
+    python -m bench.quality --markdown            # tables for docs/benchmarks.md
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Server benchmark (issue 4): a real ``gramophone serve`` on loopback, driven like a live rig.
+"""Server benchmark: a real ``gramophone serve`` on loopback, driven like a live rig.
 
 Measures, at 48 kHz mono with the built-in style and default parameters:
 

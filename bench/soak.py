@@ -1,4 +1,4 @@
-"""Soak benchmark (issue "The live promise holds…", item 5): does the live promise hold for minutes, and under overload?
+"""Soak benchmark: does the live promise hold for minutes, and under overload?
 
 One ``gramophone serve`` on loopback, real-time 48 kHz mono sessions (blocks of 512, live mode, the
 built-in style, a saw stepping through notes under a syllable-rate envelope), in three phases of
@@ -294,7 +294,7 @@ def phase(server: Server, pinger: Pinger, count: int, blocks: int, recovery: int
 
 
 def goals(rows: list[dict]) -> list[tuple[bool, str]]:
-    """Each goal of the issue as (met, what was measured); the warm-up has none."""
+    """Each goal of the soak as (met, what was measured); the warm-up has none."""
     out = []
     for row in rows:
         name, late_blocks, over = row["phase"], row["late_blocks"], row["over"]

@@ -1,4 +1,4 @@
-"""Streaming benchmark (issue 3): live mode per sample rate and chunk size, against offline quality.
+"""Streaming benchmark: live mode per sample rate and chunk size, against offline quality.
 
 Blocks are fed as if they arrived in real time (``bench.common.render_stream``: idle time
 skipped, late blocks keep their arrival time; ``--realtime`` sleeps instead). Per rate ×

@@ -1,5 +1,5 @@
 """The ``gramophone`` command line end to end, as a subprocess: stylize, plot, report, the
-style store, every bad input of the engine issue, and Ctrl-C."""
+style store, every bad input the engine refuses, and Ctrl-C."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         description="Live style transfer over OSC. The protocol is in docs/protocol.md.",
     )
     add = parser.add_argument
-    add("--host", help=f"address to listen on (default {DEFAULTS['host']}; others print a warning)")
+    add("--host", help=f"address to listen on (default {DEFAULTS['host']}; others need --allow)")
     add("--port", type=int, help=f"UDP and TCP port (default {DEFAULTS['port']}; 0 picks a free one)")
     add("--styles-dir", help="the only folder /style/load may read (default ~/.local/share/gramophone/styles)")
     add("--style", action="append", metavar="NAME=FILE", help="preload a style from an audio file (repeatable)")

@@ -137,7 +137,7 @@ def fill_phase(stft: np.ndarray, content_magnitude: np.ndarray, rng: np.random.G
     no phase at all, in digital silence). Energy put there with that phase resynthesises
     as smeared copies of those partials, and much of it is gone when the audio is
     analysed again: a tone could not be turned into a noise texture (held-out MFCC gain
-    0.22; 0.85 with this, docs/quality.md). So from ``FILL_START`` times the content's
+    0.22; 0.85 with this, docs/research-log.md). So from ``FILL_START`` times the content's
     magnitude on, the phase is rotated by a random angle, growing to a uniformly random
     phase at ``FILL_FULL`` times. Magnitudes are unchanged; an untouched bin keeps its phase.
     """

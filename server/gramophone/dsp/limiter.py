@@ -2,7 +2,7 @@
 
 The frame bound (``ceiling.hold_frames``) holds each frame's energy under the style's
 loudest, yet partials that add up in phase can still peak over full scale: live,
-british → american reached 1.28 (docs/quality.md), and a sound card or a 16-bit file
+british → american reached 1.28 (docs/research-log.md), and a sound card or a 16-bit file
 clips there. ``Limiter`` turns the gain down just enough, ahead of each peak.
 
 Live, it works on the samples a chunk has just finished, all of which are known before

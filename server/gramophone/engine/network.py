@@ -5,7 +5,7 @@ drawn with NumPy's PCG64 generator from a seed, so the same config and seed give
 network on every machine and every torch version; the networks are never trained.
 With ``input_bands`` a network first averages the grid into that many mel bands (a fixed
 1 × 1 convolution), so its random convolution reads fewer, perceptually spaced channels:
-about half the cost of a step for the same held-out effect (docs/quality.md).
+about half the cost of a step for the same held-out effect (docs/research-log.md).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class NetworkConfig:
     convolution except, when ``final_activation`` is false, the last (the article reads
     its features straight from the second convolution). ``pool`` networks are built from
     seeds ``seed … seed + pool - 1``; the optimiser uses one per step in turn, because a
-    single small random network is easily fooled (see docs/quality.md).
+    single small random network is easily fooled (see docs/research-log.md).
     """
 
     filters: int = 512

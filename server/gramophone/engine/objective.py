@@ -14,7 +14,7 @@ sample rate, filter count or loudness of the style:
   which matters live, where every forward pass eats into a chunk's deadline.
 
 So ``style_weight = content_weight = 1`` weighs one unit of relative gram error against
-one unit of relative feature error.
+one unit of relative spectrogram error.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Named recipes: analysis, networks, losses and optimiser settings.
 
 - ``default``: ours, tuned for a strong held-out effect at better than real time (see
-  docs/quality.md): a closed-form colouring of the spectral envelope toward the style,
+  docs/research-log.md): a closed-form colouring of the spectral envelope toward the style,
   each frame then halfway to the style's nearest envelopes, then Adam from the content against a pool of eight small random networks, one per step,
   each reading 128 mel-band averages of the grid (the same effect as reading all 513
   channels, at about half the cost); held under the style's range, and each channel's

@@ -2,7 +2,7 @@
 
 Colouring, gram steps and the level map edit the analysis grid, and what resynthesis
 delivers differs from what they asked: bins the edit fills come out about 7 dB under their
-target (docs/quality.md, "a phase that fits the filled bins"), and log1p hides the quiet range
+target (docs/research-log.md, "a phase that fits the filled bins"), and log1p hides the quiet range
 from the colouring. A mastering engineer's match EQ compares two long-term spectra and applies
 the difference; this one does so on the rendered audio, analysed again: each mel band's mean
 dB over the clip against the style's, the difference's *shape* only (its mean over bands is
@@ -10,7 +10,7 @@ left out: loudness is the colouring's business), applied as a gain on the bins m
 ``QUIET_DB`` under the clip's loudest bin, blending in over ``BLEND_DB``. The loud bins, where
 words and notes live, keep the level the colouring and steps gave them, which is what keeps
 intelligibility (STOI) and the held-out gain. Offline only: it needs the whole rendered clip.
-Measured in docs/quality.md (section 7).
+Measured in docs/research-log.md (section 7).
 
 Written here rather than taken from a library: librosa and pedalboard have no match EQ, and
 what this needs (a mel band gain limited to the quiet bins) is one STFT and a few lines.
