@@ -65,6 +65,38 @@ def speech_pair(audio_dir: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
+def speech(speech_pair: tuple[Path, Path]) -> dict[str, tuple[np.ndarray, int]]:
+    """The espeak pair loaded once: ``{"content": (audio, rate), "style": (audio, rate)}``, audio ``(1, samples)``."""
+    from gramophone.audio import load_audio
+
+    return {"content": load_audio(speech_pair[0]), "style": load_audio(speech_pair[1])}
+
+
+@pytest.fixture(scope="session")
+def clips(speech) -> dict[str, tuple[np.ndarray, int]]:
+    """Two-second crops of the espeak pair, for the engine's tests on the small preset."""
+    return {role: (audio[:, : 2 * rate], rate) for role, (audio, rate) in speech.items()}
+
+
+@pytest.fixture(scope="session")
+def style_a(clips):
+    """The small preset's target of the female style voice (two seconds)."""
+    from gramophone.engine.style import learn_style
+    from testpresets import SMALL
+
+    return learn_style([clips["style"]], SMALL, name="A")
+
+
+@pytest.fixture(scope="session")
+def style_b(clips):
+    """The small preset's target of the male content voice (two seconds)."""
+    from gramophone.engine.style import learn_style
+    from testpresets import SMALL
+
+    return learn_style([clips["content"]], SMALL, name="B")
+
+
+@pytest.fixture(scope="session")
 def tone_file(audio_dir: Path) -> Path:
     """Two seconds of a 440 Hz sine at 48 kHz, made with numpy."""
     sr = 48000

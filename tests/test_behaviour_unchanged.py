@@ -12,12 +12,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from gramophone.audio import load_audio
-from gramophone.params import Parameters
-from gramophone.engine.presets import get_preset
-from gramophone.engine.stream import StreamProcessor
-from gramophone.engine.style import learn_style
-from gramophone.engine.offline import stylize
+from gramophone import Parameters, StreamProcessor, get_preset, learn_style, stylize
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -30,10 +25,9 @@ def digest(audio: np.ndarray) -> str:
 
 
 @pytest.fixture(scope="module")
-def short_pair(speech_pair) -> tuple[np.ndarray, np.ndarray, int]:
+def short_pair(speech) -> tuple[np.ndarray, np.ndarray, int]:
     """1.5 s of each espeak voice at 22 050 Hz, ``(1, samples)``."""
-    content, rate = load_audio(speech_pair[0])
-    style, _ = load_audio(speech_pair[1])
+    (content, rate), (style, _) = speech["content"], speech["style"]
     length = int(1.5 * rate)
     return content[:, :length], style[:, :length], rate
 

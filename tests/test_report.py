@@ -62,10 +62,9 @@ def test_listening_report_references_files_that_exist(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def espeak_clips(speech_pair: tuple[Path, Path]) -> tuple[np.ndarray, np.ndarray, int]:
-    content, rate = sf.read(speech_pair[0], dtype="float32")
-    style, _ = sf.read(speech_pair[1], dtype="float32")
-    return content, style, rate
+def espeak_clips(speech) -> tuple[np.ndarray, np.ndarray, int]:
+    (content, rate), (style, _) = speech["content"], speech["style"]
+    return content[0], style[0], rate
 
 
 @pytest.mark.slow

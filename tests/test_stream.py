@@ -15,7 +15,6 @@ import torch
 
 from gramophone import metrics
 from gramophone.dsp.analysis import analyse
-from gramophone.audio import load_audio
 from gramophone.dsp.bands import frame_energy_db
 from gramophone.params import Parameters
 from gramophone.engine.presets import get_preset
@@ -27,13 +26,6 @@ from testpresets import OTHER, SMALL, lacking, quick_warm_up, without
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def speech(speech_pair) -> dict[str, tuple[np.ndarray, int]]:
-    content, rate = load_audio(speech_pair[0])
-    style, style_rate = load_audio(speech_pair[1])
-    return {"content": (content, rate), "style": (style, style_rate)}
 
 
 @pytest.fixture(scope="module")
