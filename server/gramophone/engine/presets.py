@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 from ..dsp.analysis import AnalysisConfig
 from ..stages import (CeilingSettings, ColourSettings, FrameHoldSettings, LevelsSettings, LimiterSettings,
@@ -96,9 +96,6 @@ class Preset:
     def target_key(self) -> dict:
         """The settings a style target depends on (for cache keys and compatibility checks)."""
         return {"analysis": self.analysis.to_dict(), "network": self.network.to_dict(), "colour_bands": self.colour_bands}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 ARTICLE_WINDOW_MS = 2048 / 22050 * 1000  # n_fft 2048 at librosa's default rate
