@@ -60,7 +60,7 @@ def plugin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 
 @pytest.fixture(scope="session")
-def speech(audio_dir: Path) -> dict[int, np.ndarray]:
+def plugin_speech(audio_dir: Path) -> dict[int, np.ndarray]:
     """Three seconds of espeak-ng speech at 48 and 44.1 kHz, mono float32 (frames,), peak 0.5."""
     path = speak(audio_dir / "plugin_speech.wav", "The quick brown fox jumps over the lazy dog, twice.", "en-us")
     audio, rate = sf.read(path, dtype="float32")

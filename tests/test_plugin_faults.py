@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pluginutil import BLOCK, closed_port, dry_blocks, plugin_build, read_f32, speech, write_f32  # noqa: F401
+from pluginutil import BLOCK, closed_port, dry_blocks, plugin_build, read_f32, plugin_speech, write_f32  # noqa: F401
 from serverutil import running_server
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -20,8 +20,8 @@ SECONDS = 30
 KILL_AT = 8.0  # seconds into the run
 
 
-def test_the_server_killed_and_restarted_mid_stream(plugin_build: Path, speech, tmp_path: Path):
-    voice = speech[RATE]
+def test_the_server_killed_and_restarted_mid_stream(plugin_build: Path, plugin_speech, tmp_path: Path):
+    voice = plugin_speech[RATE]
     t = np.arange(SECONDS * RATE) / RATE
     audio = (np.resize(voice, len(t)) + 0.05 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)  # never silent
     source, target, report, trace = (tmp_path / name for name in ("in.f32", "out.f32", "report.json", "trace.jsonl"))

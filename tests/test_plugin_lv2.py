@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import require_tool
-from pluginutil import STATUS, closed_port, error_db, lv2_path, plugin_build, plugin_server, speech  # noqa: F401
+from pluginutil import STATUS, closed_port, error_db, lv2_path, plugin_build, plugin_server, plugin_speech  # noqa: F401
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -58,19 +58,19 @@ def run_lv2file(build: Path, tmp_path: Path, audio: np.ndarray, rate: int, **con
     return sf.read(target, dtype="float32")[0]
 
 
-def test_lv2file_without_a_server_gives_the_input_shifted_by_the_latency(plugin_build, speech, tmp_path):
+def test_lv2file_without_a_server_gives_the_input_shifted_by_the_latency(plugin_build, plugin_speech, tmp_path):
     rate = 44100
-    audio = speech[rate]
+    audio = plugin_speech[rate]
     out = run_lv2file(plugin_build, tmp_path, audio, rate, server_port=closed_port())
     latency = round(default_latency_ms(plugin_build, tmp_path) * rate / 1000)
     assert len(out) == len(audio) and not out[:latency].any()
     np.testing.assert_array_equal(out[latency:], audio[:-latency])
 
 
-def test_lv2file_renders_through_the_server(plugin_build, plugin_server, speech, tmp_path):
+def test_lv2file_renders_through_the_server(plugin_build, plugin_server, plugin_speech, tmp_path):
     """Offline, so the auto mode renders: a style weight of 0 is the input, shifted, every block from the server."""
     rate = 44100
-    audio = speech[rate]
+    audio = plugin_speech[rate]
     out = run_lv2file(plugin_build, tmp_path, audio, rate, server_port=plugin_server.port, style_weight=0)
     latency = round(default_latency_ms(plugin_build, tmp_path) * rate / 1000)
     assert error_db(out[latency:], audio[:-latency]) < -60

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from pluginutil import (BLOCK, closed_port, dry_blocks, error_db, plugin_build, plugin_server,  # noqa: F401
-                        require_module, speech)
+                        require_module, plugin_speech)
 from serverutil import OscClient, ServerProcess
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -31,8 +31,8 @@ def load(build: Path, name: str, monkeypatch: pytest.MonkeyPatch, port: int):
     return plugin
 
 
-def test_without_a_server_the_output_is_the_input_in_bounded_time(plugin_build, speech, monkeypatch):
-    audio = speech[RATE][None]
+def test_without_a_server_the_output_is_the_input_in_bounded_time(plugin_build, plugin_speech, monkeypatch):
+    audio = plugin_speech[RATE][None]
     for mode in ("auto", "render"):
         plugin = load(plugin_build, "gramophone-mono", monkeypatch, closed_port())
         plugin.mode = mode
@@ -43,9 +43,9 @@ def test_without_a_server_the_output_is_the_input_in_bounded_time(plugin_build, 
         np.testing.assert_array_equal(out, audio)  # the dry path, compensated exactly
 
 
-def test_style_weight_zero_is_the_input_through_the_server(plugin_build, plugin_server, speech, monkeypatch):
+def test_style_weight_zero_is_the_input_through_the_server(plugin_build, plugin_server, plugin_speech, monkeypatch):
     """Mono and stereo (different signals left and right), lined up by the host's compensation."""
-    voice = speech[RATE]
+    voice = plugin_speech[RATE]
     tone = 0.3 * np.sin(2 * np.pi * 330 * np.arange(len(voice)) / RATE).astype(np.float32)
     for name, audio in (("gramophone-mono", voice[None]), ("gramophone", np.stack([voice, tone]))):
         plugin = load(plugin_build, name, monkeypatch, plugin_server.port)
@@ -56,11 +56,11 @@ def test_style_weight_zero_is_the_input_through_the_server(plugin_build, plugin_
         assert not np.array_equal(out, audio)  # processed by the server, not the dry path
 
 
-def test_the_default_style_stylises_and_a_bounce_equals_a_render(plugin_build, plugin_server: ServerProcess, speech,
+def test_the_default_style_stylises_and_a_bounce_equals_a_render(plugin_build, plugin_server: ServerProcess, plugin_speech,
                                                                  monkeypatch):
     from gramophone import metrics
 
-    audio = speech[RATE]
+    audio = plugin_speech[RATE]
     plugin = load(plugin_build, "gramophone-mono", monkeypatch, plugin_server.port)
     out = plugin.process(audio[None], RATE)[0]  # auto: a render, the pace says so
     block = BLOCK[RATE]
@@ -94,8 +94,8 @@ def render_over_osc(server: ServerProcess, audio: np.ndarray, block: int) -> np.
     return np.concatenate([answers[seq] for seq in range(len(blocks))])[: len(audio)]
 
 
-def test_the_server_address_is_saved_with_the_project(plugin_build, plugin_server, speech, monkeypatch):
-    audio = speech[RATE][None]
+def test_the_server_address_is_saved_with_the_project(plugin_build, plugin_server, plugin_speech, monkeypatch):
+    audio = plugin_speech[RATE][None]
     saved = load(plugin_build, "gramophone-mono", monkeypatch, closed_port())
     saved.parameters["server_port"].raw_value = (plugin_server.port - 1) / (65535 - 1)
     saved.parameters["style_weight"].raw_value = 0.0

@@ -119,6 +119,34 @@ def test_ping(osc):
     assert osc.request("/ping", 42, reply="/pong").params == [42]
 
 
+def test_log_puts_a_client_message_in_the_server_log_on_one_line(osc, srv):
+    token = f"staying dry {time.monotonic_ns()}"
+    osc.send("/log", "warning", f"{token}:\nthe latency does not fit")
+    assert osc.request("/ping", reply="/pong").params == []  # handled in order, and nothing to answer
+    deadline = time.monotonic() + 5
+    while token not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(line for line in srv.log_text().splitlines() if token in line)
+    assert "WARNING" in line and line.endswith(f"says: {token}: the latency does not fit")
+    osc.send("/log", "loud", "x")
+    assert fail_of(osc)[0] == "/log"  # an unknown level
+
+
+def test_log_is_rate_limited_per_sender(osc, srv):
+    token = f"flood {time.monotonic_ns()}"
+    for index in range(40):
+        osc.send("/log", "info", f"{token} {index}")
+    osc.request("/ping", reply="/pong")
+    time.sleep(1.2)
+    osc.send("/log", "info", f"{token} after")  # the next window says what it held back
+    deadline = time.monotonic() + 5
+    while f"{token} after" not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    logged = [line for line in srv.log_text().splitlines() if token in line]
+    assert len(logged) == 6  # five in the first second, then the one after
+    assert "35 more /log not logged" in srv.log_text()
+
+
 def test_connect_mode_content_reset_disconnect(osc):
     connected = osc.request("/connect", 48000, 1, 256, reply="/connected").params
     assert len(connected) == 2 and all(isinstance(v, int) for v in connected) and connected[1] > 0

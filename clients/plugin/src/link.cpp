@@ -301,7 +301,7 @@ void Link::on_styles(osc::Reader& reader) {
             return;
         }
     }
-    if (style_sent_ > 0) say("gramophone plugin: style slot %d, but the server has %d styles\n", style_sent_, count);
+    if (style_sent_ > 0) tell("warning", "gramophone plugin: style slot %d, but the server has %d styles\n", style_sent_, count);
 }
 
 void Link::connect(int64_t now) {
@@ -440,11 +440,11 @@ void Link::publish(int64_t now) {
     if (status != last_status_) {
         last_status_ = status;
         if (status == kStatusLive || status == kStatusRender) {
-            say("gramophone plugin: %s at %s:%d, server latency %.1f ms inside the plugin's %.1f ms\n",
+            tell("info", "gramophone plugin: %s at %s:%d, server latency %.1f ms inside the plugin's %.1f ms\n",
                 status == kStatusLive ? "live" : "rendering", host_.c_str(), port_, report_.server_latency_ms.load(),
                 1000.0 * format_.latency / format_.sample_rate);
         } else if (status == kStatusLatencyTooSmall) {
-            say("gramophone plugin: staying dry: the server's latency %.1f ms + %.0f ms margin does not fit the "
+            tell("warning", "gramophone plugin: staying dry: the server's latency %.1f ms + %.0f ms margin does not fit the "
                 "plugin's %.1f ms with host blocks of %u; set the latency to %.0f ms or more\n",
                 report_.server_latency_ms.load(), 1000 * kMarginSeconds, 1000.0 * format_.latency / format_.sample_rate,
                 format_.host_block, std::ceil(report_.needed_latency_ms.load()));
@@ -511,6 +511,16 @@ void Link::say(const char* fmt, ...) {
     va_start(args, fmt);
     std::vfprintf(stderr, fmt, args);
     va_end(args);
+}
+
+void Link::tell(const char* level, const char* fmt, ...) {
+    char line[512];
+    va_list args;
+    va_start(args, fmt);
+    std::vsnprintf(line, sizeof line, fmt, args);
+    va_end(args);
+    std::fputs(line, stderr);
+    if (state_ == State::Up) send_packet(osc::Writer(out_, sizeof out_).begin("/log", "ss").str(level).str(line).size());
 }
 
 }  // namespace gramophone

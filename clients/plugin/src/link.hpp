@@ -93,6 +93,8 @@ private:
     bool send_packet(size_t size);
     void judge();
     void say(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
+    // The same line on stderr and, while a session is up, in the server's log (/log LEVEL MESSAGE).
+    void tell(const char* level, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 
     Controls& controls_;
     Report& report_;

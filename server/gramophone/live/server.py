@@ -38,6 +38,9 @@ MAX_PEERS = 1024
 MAX_LANE = 1024  # queued messages per sender, audio included
 RENDER_QUEUE_BLOCKS = 256
 FAILS_LOGGED_PER_SECOND = 20  # per sender; a client failing every block must not flood the log
+LOGS_PER_SECOND = 5  # /log lines per sender: a client's messages are news, not a stream
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+MAX_LOG_CHARS = 500
 WATCH_SECONDS = 0.002  # how often the watchdog looks at every live session
 # A live block still unanswered this close to its due time goes back dry: the watchdog's
 # period, a GIL hand-off (the serve command sets a 0.25 ms switch interval) and the send
@@ -152,6 +155,24 @@ class Session:
         return out
 
 
+class LogBudget:
+    """At most ``per_second`` log lines a second of one kind from one sender; says how many it held back."""
+
+    def __init__(self, per_second: int, kind: str) -> None:
+        self.per_second, self.kind = per_second, kind
+        self.window = 0.0
+        self.count = 0
+
+    def allow(self, label: str) -> bool:
+        now = time.monotonic()
+        if now - self.window >= 1.0:
+            if self.count > self.per_second:
+                log.warning("%s: %d more %s not logged", label, self.count - self.per_second, self.kind)
+            self.window, self.count = now, 0
+        self.count += 1
+        return self.count <= self.per_second
+
+
 class Peer:
     """One sender: where replies go, its ordered lane of work, and its session if any."""
 
@@ -167,8 +188,8 @@ class Peer:
         self.queued_connect: tuple | None = None  # the arguments of the last one queued, until handled
         self.scheduled = False
         self.cond = threading.Condition()
-        self.fail_window = 0.0
-        self.fails_in_window = 0
+        self.fail_budget = LogBudget(FAILS_LOGGED_PER_SECOND, "/fail")
+        self.log_budget = LogBudget(LOGS_PER_SECOND, "/log")
 
 
 class Server:
@@ -194,7 +215,7 @@ class Server:
         self._watchdog = threading.Thread(target=self._watch, name="watchdog", daemon=True)
         self._immediate: dict[str, Callable[[Peer, Command], None]] = {
             "/ping": self._ping, "/status": self._status, "/params": self._params, "/style/list": self._style_list,
-            "/version": self._version, "/notify": self._notify,
+            "/version": self._version, "/notify": self._notify, "/log": self._log,
         }
         self._queued: dict[str, Callable[[Peer, Command], None]] = {
             "/disconnect": self._disconnect, "/mode": self._mode, "/reset": self._reset,
@@ -365,13 +386,7 @@ class Server:
     def _fail(self, peer: Peer, address: str, message: str) -> None:
         """``/fail`` to the sender and a log line (at most a few a second per sender)."""
         self._send(peer, fail(address, message))
-        now = time.monotonic()
-        if now - peer.fail_window >= 1.0:
-            if peer.fails_in_window > FAILS_LOGGED_PER_SECOND:
-                log.warning("%s: %d more /fail not logged", peer.label, peer.fails_in_window - FAILS_LOGGED_PER_SECOND)
-            peer.fail_window, peer.fails_in_window = now, 0
-        peer.fails_in_window += 1
-        if peer.fails_in_window <= FAILS_LOGGED_PER_SECOND:
+        if peer.fail_budget.allow(peer.label):
             log.warning("fail %s %s: %s", peer.label, address, message)
 
     def _guard(self, peer: Peer, address: str, action: Callable[[], None]) -> None:
@@ -519,6 +534,15 @@ class Server:
     def _notify(self, peer: Peer, cmd: Command) -> None:
         peer.notify = bool(cmd.values[0])
         self._reply(peer, "/done", "/notify", int(peer.notify))
+
+    def _log(self, peer: Peer, cmd: Command) -> None:
+        """A client's message in the server's log (a plugin saying why it stays dry), one line, rate-limited."""
+        level, message = cmd.values
+        if level not in LOG_LEVELS:
+            raise ProtocolError("/log", f"level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        line = " ".join(message.split())[:MAX_LOG_CHARS]
+        if line and peer.log_budget.allow(peer.label):
+            log.log(LOG_LEVELS[level], "%s says: %s", peer.label, line)
 
     def _param(self, peer: Peer, cmd: Command) -> None:
         name = cmd.address[len(PARAM_PREFIX):]

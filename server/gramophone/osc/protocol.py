@@ -120,6 +120,7 @@ SIGNATURES: dict[str, Signature] = {
     "/sync": Signature((_f("id", "any"),)),
     "/notify": Signature((_f("on", "int"),)),
     "/version": Signature(),
+    "/log": Signature((_f("level", "string"), _f("message", "string"))),
 }
 PARAM_PREFIX = "/param/"
 PARAM_SIGNATURE = Signature(optional=(_f("value", "number"),))
