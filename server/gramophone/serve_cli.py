@@ -84,7 +84,7 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         f"{DEFAULTS['chunk_frames']}: about 185 ms at 48 kHz; 3: about 105 ms)")
     add("--param", action="append", metavar="NAME=VALUE",
         help="a parameter's starting value, as /param/NAME would set it (repeatable), e.g. budget=0.5")
-    add("--http-port", type=int, help="OSCQuery (HTTP and WebSocket) and the control page at /ui, on --host "
+    add("--http-port", type=int, metavar="PORT", help="OSCQuery (HTTP and WebSocket) and the control page at /ui, on --host "
         "under the same --allow (default --port + 1: 57301, or a free one with --port 0; 0 turns it off)")
     add("--zeroconf", action=argparse.BooleanOptionalAction, help="advertise _osc._udp and _oscjson._tcp by "
         "zeroconf while serving (default on; bound to loopback, on the loopback interface only)")

@@ -33,7 +33,8 @@ function buildParams(nodes) {
     label.htmlFor = `param-${name}`;
     label.textContent = node.UNIT ? `${name} (${node.UNIT[0]})` : name;
     const input = document.createElement("input");
-    Object.assign(input, { type: "range", id: `param-${name}`, min, max, step: integer ? 1 : (max - min) / 1000 });
+    const step = integer ? 1 : 10 ** Math.floor(Math.log10((max - min) / 1000)); // a round step: typed values stay put
+    Object.assign(input, { type: "range", id: `param-${name}`, min, max, step });
     const output = document.createElement("output");
     output.id = `value-${name}`;
     input.addEventListener("input", () => {
