@@ -31,7 +31,6 @@ from .namespace import ATTRIBUTES, STYLE_NAMES, build_tree, find
 from .protocol import PARAM_PREFIX, encode_message
 
 log = logging.getLogger("gramophone.server")
-DEFAULT_HTTP_PORT = 57301
 MAX_FRAME = 8 * 1024 * 1024  # as a TCP packet
 QUEUE_FRAMES = 4096  # a WebSocket client that stops reading is closed, as a TCP one
 CLOSE_SECONDS = 2.0
@@ -113,7 +112,7 @@ class OscQuery:
         except OSError as error:
             self._sock.close()
             raise OSError(f"--http-port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
-        self.host, self.port = host, self._sock.getsockname()[1]
+        self.port = self._sock.getsockname()[1]
         self._hosts = _own_names(self._sock.getsockname()[0])
         self._page = _read_page()
         self._loop = asyncio.new_event_loop()
