@@ -51,7 +51,7 @@ def build_parser() -> Parser:
     stylize.add_argument("-o", "--output", type=Path, required=True, help="output .wav or .flac")
     stylize.add_argument("--preset", default="default", help="default, article or ulyanov")
     stylize.add_argument("--style-weight", type=_non_negative, help="pull toward the style (default 1; 0 = no effect)")
-    stylize.add_argument("--content-weight", type=_non_negative, help="hold on to the content (default 1)")
+    stylize.add_argument("--content-weight", type=_non_negative, help="hold on to the content (default 0.3; more keeps more of the original)")
     stylize.add_argument("--iterations", type=int, help="optimiser iterations")
     stylize.add_argument("--lr", type=float, help="learning rate")
     stylize.add_argument("--optimizer", choices=["adam", "lbfgs"])
