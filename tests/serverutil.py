@@ -8,8 +8,9 @@
             assert osc.expect("/pong").params == ["hi"]
         print(srv.log_text())
 
-The server listens on 127.0.0.1 and a free port (UDP and TCP on the same number), keeps
-its cache and styles folder under ``tmp_path``, and is stopped with SIGINT by PID when the
+The server listens on 127.0.0.1 and a free port (UDP and TCP on the same number; its HTTP
+port, ``srv.http_port``, on another free one), advertises nothing by zeroconf unless the test
+passes ``--zeroconf``, keeps its cache and styles folder under ``tmp_path``, and is stopped with SIGINT by PID when the
 block ends (``srv.stop()`` returns the exit code if a test wants it earlier).
 """
 
@@ -38,6 +39,7 @@ from gramophone.osc.framing import LengthDecoder, SlipDecoder
 
 SERVER_COMMAND = [sys.executable, "-m", "gramophone", "serve"]
 LISTENING = re.compile(r"listening on udp (\S+):(\d+)")
+HTTP_LISTENING = re.compile(r"http \S+:(\d+) \(OSCQuery")
 READY_TIMEOUT = 120.0  # first start imports torch and learns the default style
 
 
@@ -51,6 +53,13 @@ class ServerProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def http_port(self) -> int:
+        """The OSCQuery port the "listening" line names (a test that turned it off must not ask)."""
+        match = HTTP_LISTENING.search(self.log_text())
+        assert match, f"no http port in the log:\n{self.log_text()[-2000:]}"
+        return int(match.group(1))
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -74,7 +83,7 @@ def running_server(tmp_path: Path, *extra_args: str, ready_timeout: float = READ
     index = len(list(tmp_path.glob("server-*.log"))) + 1
     log_path = tmp_path / f"server-{index}.log"
     args = ["--host", "127.0.0.1", "--port", "0", "--cache-dir", str(tmp_path / "cache"),
-            "--styles-dir", str(tmp_path / "styles"), *extra_args]
+            "--styles-dir", str(tmp_path / "styles"), "--no-zeroconf", *extra_args]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen([*SERVER_COMMAND, *args], stdout=log_file, stderr=subprocess.STDOUT)
     server = None

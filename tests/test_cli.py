@@ -235,3 +235,16 @@ def test_ctrl_c_writes_the_result_so_far_and_exits_0(env, files, tmp_path):
     assert "stopped after" in text and "writing the result so far" in text
     assert sf.info(out).frames == sf.info(files["content"]).frames
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["out.wav"]
+
+
+def test_stylize_help_states_the_default_presets_weights():
+    """The offline knobs' help gives the default preset's values (it once said content weight 1, not 0.3)."""
+    from gramophone.cli.main import build_parser
+    from gramophone.engine.presets import get_preset
+
+    stylize = build_parser()._subparsers._group_actions[0].choices["stylize"]
+    helps = {action.dest: action.help for action in stylize._actions}
+    preset = get_preset("default")
+    assert f"{preset.style_weight:g} for default" in helps["style_weight"]
+    assert f"{preset.content_weight:g} for default" in helps["content_weight"]
+    assert f"{preset.colour:g} for default" in helps["colour"]

@@ -539,7 +539,8 @@ def test_config_file_chunk_frames_sets_the_low_latency_setting(limited):
 @pytest.mark.parametrize("text,reason", [("colour = 3\n", "unknown key 'colour'"), ("port = 'x'\n", "port must be int"),
                                          ("port = \n", "not valid TOML"),
                                          ("chunk-frames = 0\n", "chunk_frames must be within 1–256"),
-                                         ('param = ["budget=2"]\n', "budget must be within 0.05–0.9")])
+                                         ('param = ["budget=2"]\n', "budget must be within 0.05–0.9"),
+                                         ("http-port = 'x'\n", "http-port must be int")])
 def test_bad_config_file_exits_with_one_line(tmp_path, text, reason):
     config = tmp_path / "bad.toml"
     config.write_text(text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -37,10 +38,10 @@ PARAMETERS: dict[str, ParamSpec] = {
         ParamSpec("style_weight", 0.0, 100.0, 1.0, "", "how hard the optimiser pulls toward the style's gram statistics; 0 turns the effect off"),
         ParamSpec("content_weight", 0.0, 100.0, 0.3, "", "how hard it holds on to the content's spectrogram; larger keeps more of the original"),
         ParamSpec("wet", 0.0, 1.0, 1.0, "", "wet/dry mix, smoothed per sample"),
-        ParamSpec("gain_db", -60.0, 24.0, 0.0, "dB", "output gain, smoothed per sample"),
+        ParamSpec("gain_db", -60.0, 24.0, 0.0, "dB", "output gain, smoothed per sample; applied after the wet signal's full-scale limiter, so above 0 dB it can pass full scale"),
         ParamSpec("bypass", 0.0, 1.0, 0.0, "", "1 passes the input through (latency kept, crossfaded)", integer=True),
         ParamSpec("iterations", 0.0, 200.0, 8.0, "", "optimiser steps per chunk: the most in live mode, exactly this many in render mode", integer=True),
-        ParamSpec("budget", 0.05, 0.9, 0.4, "", "share of a chunk's duration the optimiser may spend on it in live mode; part of the latency, so a stream keeps the value it was prepared with as a ceiling"),
+        ParamSpec("budget", 0.05, 0.9, 0.4, "", "share of a chunk's duration the optimiser may spend on it in live mode (part of the latency; a session's latency is fixed at `/connect` from the value then, which stays its ceiling)"),
         ParamSpec("learning_rate", 0.001, 1.0, 0.02, "", "Adam step size of the learned spectral correction, in log-magnitude units per step (it carries across chunks, so small steps add up)"),
         ParamSpec("colour", 0.0, 1.0, 1.0, "", "strength of the closed-form spectral colouring toward the style before the gram steps"),
     )
@@ -55,6 +56,7 @@ class Parameters:
         self._values = {name: spec.default for name, spec in specs.items()}
         self._lock = threading.Lock()
         self._version = 0
+        self._listeners: list[Callable[[str, float], None]] = []
 
     @property
     def specs(self) -> dict[str, ParamSpec]:
@@ -71,13 +73,19 @@ class Parameters:
             return self._values[name]
 
     def set(self, name: str, value: float) -> float:
-        """Clamp ``value`` into range, store it, and return what was applied."""
+        """Clamp ``value`` into range, store it, tell every listener, and return what was applied."""
         spec = self._specs[name]
         applied = spec.clamp(value)
         with self._lock:
             self._values[name] = applied
             self._version += 1
+        for listener in self._listeners:
+            listener(name, applied)
         return applied
+
+    def subscribe(self, listener: Callable[[str, float], None]) -> None:
+        """Call ``listener(name, applied)`` after every ``set``, on the setter's thread (so: quickly)."""
+        self._listeners.append(listener)
 
     def snapshot(self) -> dict[str, float]:
         """A copy of every value, taken at one instant."""

@@ -13,6 +13,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from .client import DEFAULT_PORT, Client
+from .discover import discover, first_server
 from .errors import GramophoneError, NoReply
 from .live import LiveOptions, LivePlayer, device, list_devices
 from .render import render, render_live
@@ -20,8 +21,9 @@ from .render import render, render_live
 
 def _connection_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    common.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    common.add_argument("--host", default="127.0.0.1",
+                        help="server address, or auto: the first server zeroconf finds (default 127.0.0.1)")
+    common.add_argument("--port", type=int, help=f"server port (default {DEFAULT_PORT}, or the one found with --host auto)")
     common.add_argument("--tcp", action="store_true", help="use TCP (SLIP framing) instead of UDP")
     common.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
     common.add_argument("--floats", action="store_true", help="send audio as float lists instead of blobs")
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
 
     commands.add_parser("status", parents=[common], help="the server's load and health as a table")
+    p = commands.add_parser("discover", help="list the servers zeroconf finds, on this machine and the network")
+    p.add_argument("--wait", type=float, default=2.0, help="seconds to listen for answers (default 2)")
     p = commands.add_parser("ping", parents=[common], help="round-trip time to the server")
     p.add_argument("--count", type=int, default=1)
     return parser
@@ -84,9 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; errors are one line on stderr and exit status 1 (130 for Ctrl-C)."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "discover":
+            return cmd_discover(args)
         if args.command == "live" and args.list_devices:
             print(list_devices())
             return 0
+        if args.host == "auto":
+            found = first_server(args.timeout)
+            args.host, args.port = found.host, args.port or found.osc_port
+        args.port = args.port or DEFAULT_PORT
         with Client(args.host, args.port, tcp=args.tcp, timeout=args.timeout,
                     encoding="floats" if args.floats else "blob") as client:
             return COMMANDS[args.command](client, args)
@@ -187,6 +197,18 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     ]
     for name, value in rows:
         print(f"{name:<18}{value}")
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """One line per server: its name, OSC address and control page."""
+    found = discover(args.wait)
+    if not found:
+        print(f"gramophone-client: no Gramophone server found by zeroconf within {args.wait:g} s", file=sys.stderr)
+        return 1
+    for server in found:
+        page = f"http://{server.host}:{server.http_port}/ui" if server.http_port else "no HTTP port"
+        print(f"{server.name}\tosc {server.host}:{server.osc_port}\t{page}\tversion {server.version}")
     return 0
 
 

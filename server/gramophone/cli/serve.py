@@ -38,7 +38,10 @@ DEFAULTS: dict[str, Any] = {
     "max_record_seconds": 120.0,
     "chunk_frames": 8,
     "param": [],
+    "http_port": None,  # --port + 1 (a free one with --port 0); 0: off
+    "zeroconf": True,
 }
+TYPES = {"http_port": int}  # config keys whose default (None) does not tell their type
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # The watchdog that answers late blocks dry must get the interpreter within a millisecond or
 # so while two workers run NumPy between torch calls. A thread waiting for it gets it after
@@ -81,6 +84,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         f"{DEFAULTS['chunk_frames']}: about 185 ms at 48 kHz; 3: about 105 ms)")
     add("--param", action="append", metavar="NAME=VALUE",
         help="a parameter's starting value, as /param/NAME would set it (repeatable), e.g. budget=0.5")
+    add("--http-port", type=int, metavar="PORT", help="OSCQuery (HTTP and WebSocket) and the control page at /ui, on --host "
+        "under the same --allow (default --port + 1: 57301, or a free one with --port 0; 0 turns it off)")
+    add("--zeroconf", action=argparse.BooleanOptionalAction, help="advertise _osc._udp and _oscjson._tcp by "
+        "zeroconf while serving (default on; bound to loopback, on the loopback interface only)")
     return parser
 
 
@@ -112,7 +119,7 @@ def read_config(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(k.replace('_', '-') for k in DEFAULTS)}")
         if name in ("style", "param") and isinstance(value, dict):
             value = [f"{entry}={item}" for entry, item in value.items()]
-        expected = type(DEFAULTS[name]) if DEFAULTS[name] is not None else str
+        expected = TYPES.get(name) or (type(DEFAULTS[name]) if DEFAULTS[name] is not None else str)
         if expected is float and isinstance(value, int):
             value = float(value)
         if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
@@ -165,6 +172,7 @@ def run_serve(args: argparse.Namespace) -> int:
         configure_logging(opts["log_level"])
         check_exposure(opts["host"], opts["allow"])
         server = build_server(opts)
+        http = build_http(server, opts)
     except (ConfigError, ValueError, OSError) as error:
         log.error("%s", (str(error).splitlines() or [type(error).__name__])[0])
         return 2
@@ -172,11 +180,51 @@ def run_serve(args: argparse.Namespace) -> int:
     # What start-up built (torch, librosa, the styles) lives as long as the server: kept out of
     # the collector's sweeps, a full collection no longer stalls every thread for milliseconds.
     gc.freeze()
+    if http is not None:
+        http.start()  # before the "listening" line, so the page answers once it is logged
     server.start()
+    advertiser = advertise(server, opts)
     while not stop.wait(0.5):
         pass
+    if advertiser is not None:
+        advertiser.close()
+    if http is not None:
+        http.stop_receiving()
     server.shutdown()
+    if http is not None:
+        http.close()
     return 0
+
+
+def build_http(server, opts: dict[str, Any]):
+    """The OSCQuery port beside the OSC one (``--http-port``), bound now so a busy port fails at startup; None when off."""
+    from ..osc.discovery import service_name
+    from ..osc.oscquery import OscQuery
+
+    if opts["http_port"] == 0:
+        return None
+    port = opts["http_port"] if opts["http_port"] is not None else (server.port + 1 if opts["port"] else 0)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--http-port {port}: must be within 0–65535")
+    http = OscQuery(server, opts["host"], port, service_name())
+    server.http_port = http.port
+    return http
+
+
+def advertise(server, opts: dict[str, Any]):
+    """Zeroconf records for the running server (``--zeroconf``), or None."""
+    from .. import __version__
+    from ..osc.discovery import Advertiser
+
+    if not opts["zeroconf"]:
+        return None
+    try:
+        advertiser = Advertiser(opts["host"], server.port, server.http_port, __version__)
+    except OSError as error:  # an IPv6-only host: the records are IPv4
+        log.warning("zeroconf: not advertised (%s)", error)
+        return None
+    advertiser.start()
+    return advertiser
 
 
 def configure_logging(level: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -57,6 +57,7 @@ class StyleLibrary:
         self._recordings: dict[Hashable, Recording] = {}
         self.active: StyleTarget | None = None
         self.active_name: str | None = None
+        self._listeners: list[Callable[[], None]] = []
         for path in sorted(BUILTIN_DIR.glob("*")):
             if path.suffix.lower() in BUILTIN_SUFFIXES:
                 self._files[path.stem] = path
@@ -89,7 +90,16 @@ class StyleLibrary:
     def _store(self, target: StyleTarget) -> StyleTarget:
         with self._lock:
             self._targets[target.name] = target
+        self._changed()
         return target
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after a style is learned, deleted, selected or mixed (on that thread: quickly)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def _learn_file(self, name: str, path: Path) -> StyleTarget:
         try:
@@ -176,6 +186,7 @@ class StyleLibrary:
         target = self.get(name)
         with self._lock:
             self.active, self.active_name = target, name
+        self._changed()
         return target
 
     def mix(self, parts: list[tuple[str, float]]) -> StyleTarget:
@@ -187,6 +198,7 @@ class StyleLibrary:
             raise LibraryError(str(error)) from None
         with self._lock:
             self.active, self.active_name = target, None
+        self._changed()
         return target
 
     def delete(self, name: str) -> None:
@@ -201,6 +213,7 @@ class StyleLibrary:
             self.cache.delete_named(name)
         elif not known:
             raise LibraryError(f"unknown style {name!r}; /style/list shows the names")
+        self._changed()
 
 
 def _check(name: str) -> str:

@@ -204,6 +204,7 @@ class Server:
         self._idle = threading.Condition(self._lock)
         self._session_ids = itertools.count(1)
         self._denied: set[str] = set()
+        self.http_port = 0  # the OSCQuery port (oscquery.py), 0 when off: logged and told in /version/reply
         self._stopping = threading.Event()
         udp_sock, tcp_sock = bind(config.host, config.port)
         self.port = udp_sock.getsockname()[1]
@@ -235,8 +236,9 @@ class Server:
         self._udp.start()
         self._tcp.start()
         host = self.config.host
-        log.info("gramophone %s listening on udp %s:%d and tcp %s:%d (SLIP or length-prefixed); style %r active; %d workers",
-                 __version__, host, self.port, host, self.port, self.library.active_name, len(self._workers))
+        http = f", http {host}:{self.http_port} (OSCQuery, control page /ui)" if self.http_port else ""
+        log.info("gramophone %s listening on udp %s:%d and tcp %s:%d (SLIP or length-prefixed)%s; style %r active; %d workers",
+                 __version__, host, self.port, host, self.port, http, self.library.active_name, len(self._workers))
         if not self.loopback:
             log.warning("listening on %s, not loopback: serving senders in %s", host,
                         ", ".join(map(str, self.config.allow)) or "every network")
@@ -282,6 +284,13 @@ class Server:
             self._denied.add(host)
             log.warning("refused %s: not in --allow", host)
         return False
+
+    def connection_handlers(self) -> tuple[Callable[[Any], bool], Callable[[Any, bytes, float], None], Callable[[Any], None]]:
+        """(open, packet, close) for connections arriving another way (the OSCQuery WebSocket): served as TCP ones.
+
+        A connection needs ``id`` (unique beside TCP's), ``addr``, ``label``, ``closed`` and ``send(packet)``.
+        """
+        return self._on_tcp_open, self._on_tcp_packet, self._on_tcp_close
 
     def _on_datagram(self, addr: Address, data: bytes, arrival: float) -> None:
         if not self._allowed(addr[0]):
@@ -529,7 +538,7 @@ class Server:
         self._reply(peer, "/pong", *cmd.values)
 
     def _version(self, peer: Peer, cmd: Command) -> None:
-        self._reply(peer, "/version/reply", "gramophone", __version__)
+        self._reply(peer, "/version/reply", "gramophone", __version__, self.http_port)
 
     def _notify(self, peer: Peer, cmd: Command) -> None:
         peer.notify = bool(cmd.values[0])
