@@ -182,12 +182,12 @@ def own_networks(preset: Preset) -> tuple[list[torch.nn.Module], metrics.Feature
     return nets, features
 
 
-def measure(pair: Pair, render: Render, preset: Preset | None = None) -> metrics.QualityReport:
-    """The held-out measures of a render against its pair (and the preset's own nets if given)."""
+def measure(pair: Pair, render: Render, preset: Preset | None = None, voice: bool = False) -> metrics.QualityReport:
+    """The held-out measures of a render against its pair (and the preset's own nets if given; ``voice``: F0, formants)."""
     content, style, rate = pair.load()
     nets, features = own_networks(preset) if preset is not None else (None, None)
     return metrics.measure(content, style, render.audio, rate, output_rate=render.sample_rate, speech=pair.speech,
-                           own_nets=nets, own_features=features)
+                           voice=voice, own_nets=nets, own_features=features)
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -257,15 +257,16 @@ class Server:
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: a key of the row dicts, a header and a format."""
+    """One table column: a key of the row dicts, a header, a format and what a missing value reads."""
 
     key: str
     header: str
     fmt: str = "{}"
+    missing: str = "—"
 
     def cell(self, row: dict) -> str:
         value = row.get(self.key)
-        return "—" if value is None else self.fmt.format(value)
+        return self.missing if value is None else self.fmt.format(value)
 
 
 def table(rows: Sequence[dict], columns: Sequence[Column], markdown: bool = False) -> str:

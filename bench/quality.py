@@ -1,10 +1,12 @@
 """Quality benchmark and listening report: every pair through every path, against the targets.
 
 Paths: the dry content, the offline default preset (plus any ``--presets``), and the live
-stream at 48 kHz at the largest chunk that keeps the reported latency within 300 ms, within
-150 ms, and (the low-latency setting) within 100 ms. Each is scored with the
+stream at 48 kHz at the default chunk, and at the largest chunk that keeps the reported latency
+within 300 ms, within 150 ms, and (the low-latency setting) within 100 ms. Each is scored with the
 held-out measures of ``gramophone.metrics``; the targets table takes the mean over pairs
-(STOI over the speech pairs) and the worst RTF.
+(STOI over the speech pairs) and the worst RTF. The independent judge (timbre on
+the HTK front end, F0 and formants, which no stage is tuned on) is reported beside them,
+and its table sets every live path against the offline default, measure by measure.
 Usage::
 
     python -m bench.quality                       # all pairs, 10 s
@@ -26,6 +28,7 @@ import soundfile as sf
 
 from gramophone import metrics
 from gramophone.engine.presets import PRESETS, get_preset
+from gramophone.engine.stream import StreamConfig
 
 from .common import (Column, Render, add_threads_option, apply_threads, chunk_for_latency, measure, render_offline,
                      render_stream, table)
@@ -41,6 +44,7 @@ class PathSpec:
     preset: str = "default"
     max_latency_ms: float | None = None
     sample_rate: int = 48000
+    chunk_frames: int | None = None  # live: this chunk, else the largest within max_latency_ms
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ DRY = PathSpec("dry", "dry")
 PATHS = (
     DRY,
     PathSpec("offline default", "offline"),
+    PathSpec("live 48 kHz default chunk", "live", chunk_frames=StreamConfig().chunk_frames),
     PathSpec("live 48 kHz ≤300 ms", "live", max_latency_ms=300),
     PathSpec("live 48 kHz ≤150 ms", "live", max_latency_ms=150),
     PathSpec("live 48 kHz ≤100 ms", "live", max_latency_ms=100),
@@ -96,19 +101,20 @@ def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime
     duration = content.size / rate
     if path.kind == "dry":
         render = Render(content, rate, 0.0, 0)
-        return Outcome(pair, path, content, rate, measure(pair, render), detail={"peak": peak(content)})
+        return Outcome(pair, path, content, rate, measure(pair, render, voice=True), detail={"peak": peak(content)})
     preset = get_preset(path.preset)
     if path.kind == "offline":
         render = render_offline(pair, preset.with_overrides(iterations=iterations))
         detail = {"iterations": render.iterations, "peak": peak(render.audio)}
     else:
         settings = {} if iterations is None else {"iterations": iterations}
-        chunk = chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms, settings=settings)
+        chunk = path.chunk_frames or chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms,
+                                                       settings=settings)
         render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime)
         detail = {"chunk_frames": chunk, "latency_ms": render.latency_ms, "iterations": render.iterations,
                   "late_chunks": render.late_chunks, "chunks": render.chunks, "peak": peak(render.audio)}
-    return Outcome(pair, path, render.audio, render.sample_rate, measure(pair, render, preset), render.rtf(duration),
-                   detail)
+    return Outcome(pair, path, render.audio, render.sample_rate, measure(pair, render, preset, voice=True),
+                   render.rtf(duration), detail)
 
 
 def run(pairs: Sequence[Pair], paths: Sequence[PathSpec] = PATHS, iterations: int | None = None,
@@ -118,7 +124,8 @@ def run(pairs: Sequence[Pair], paths: Sequence[PathSpec] = PATHS, iterations: in
     for pair in pairs:
         for path in paths:
             outcome = run_path(pair, path, iterations, realtime)
-            print(f"{pair.name} / {path.name}: held-out gain {outcome.report.held_out_gain:.2f}", flush=True)
+            print(f"{pair.name} / {path.name}: held-out gain {outcome.report.held_out_gain:.2f}, "
+                  f"timbre gain {outcome.report.timbre_gain:.2f}", flush=True)
             outcomes.append(outcome)
     return outcomes
 
@@ -152,6 +159,64 @@ def target_rows(outcomes: Sequence[Outcome]) -> list[dict]:
     return rows
 
 
+# The measures the independent judge sets live against offline: (report field, header).
+JUDGED = (("held_out_gain", "held-out"), ("mfcc_gain", "MFCC"), ("timbre_gain", "timbre"), ("f0_gain", "F0"),
+          ("formant_gain", "formant"))
+REFERENCE_PATH = "offline default"
+MIN_REFERENCE_GAIN = 0.05  # a ratio to an offline gain nearer 0 than this is noise
+
+
+def _ratio(live: dict[str, float], offline: dict[str, float]) -> str | None:
+    """Live ÷ offline, of the means over the pairs both measure, and the worst pair's; ``None`` near an offline 0."""
+    shared = [pair for pair in live if pair in offline]
+    offline_mean = float(np.mean([offline[pair] for pair in shared])) if shared else 0.0
+    if offline_mean < MIN_REFERENCE_GAIN:
+        return None
+    ratio = np.mean([live[pair] for pair in shared]) / offline_mean
+    worst, pair = min((live[pair] / offline[pair], pair) for pair in shared if offline[pair] >= MIN_REFERENCE_GAIN)
+    return f"{ratio:.2f} (worst {worst:.2f}, {pair})"
+
+
+def judge_rows(outcomes: Sequence[Outcome]) -> list[dict]:
+    """Per non-dry path, each measure's mean over the pairs that have it; for live paths also live ÷ offline.
+
+    Issue 19 asks live ≥ 0.8 of offline at the default live latency and ≥ 0.7 at ≤ 100 ms on
+    every measure; "—" where the offline gain is under ``MIN_REFERENCE_GAIN``, so no ratio divides noise.
+    """
+    def gains(path: str, key: str) -> dict[str, float]:
+        return {outcome.pair.name: getattr(outcome.report, key) for outcome in outcomes
+                if outcome.path.name == path and getattr(outcome.report, key) is not None}
+
+    rows = []
+    for path in dict.fromkeys(outcome.path for outcome in outcomes if outcome.path.kind != "dry"):
+        row: dict = {"path": path.name}
+        for key, _ in JUDGED:
+            mine = gains(path.name, key)
+            row[key] = float(np.mean(list(mine.values()))) if mine else None
+            if path.kind == "live":
+                row[f"{key}_ratio"] = _ratio(mine, gains(REFERENCE_PATH, key))
+        rows.append(row)
+    return rows
+
+
+JUDGE_COLUMNS = [Column("path", "path")] + [column for key, header in JUDGED for column in
+                                            (Column(key, f"{header} gain", "{:.2f}", missing="n/a"),
+                                             Column(f"{key}_ratio", "÷ offline"))]
+
+
+def voice_notes(outcomes: Sequence[Outcome]) -> list[str]:
+    """Why an F0 or formant gain reads n/a: one line per pair and reason, naming the paths unless it is all of them."""
+    paths: dict[tuple[str, str], list[str]] = {}
+    for outcome in outcomes:
+        if outcome.report.voice_note:
+            paths.setdefault((outcome.pair.name, outcome.report.voice_note), []).append(outcome.path.name)
+    lines = []
+    for (pair, note), names in paths.items():
+        every = len(names) == sum(outcome.pair.name == pair for outcome in outcomes)
+        lines.append(f"{pair}{'' if every else ' / ' + ', '.join(names)}: {note}")
+    return lines
+
+
 TARGET_COLUMNS = [
     Column("path", "path"),
     Column("held_out_gain", "held-out gain", "{:.2f}"),
@@ -172,6 +237,10 @@ PAIR_COLUMNS = [
     Column("mfcc_gain", "MFCC gain", "{:.2f}"),
     Column("stoi", "STOI", "{:.2f}"),
     Column("own_gain", "own-net gain", "{:.2f}"),
+    Column("timbre_gain", "timbre gain", "{:.2f}"),
+    Column("f0_gain", "F0 gain", "{:.2f}", missing="n/a"),
+    Column("formant_gain", "formant gain", "{:.2f}", missing="n/a"),
+    Column("voiced_output", "voiced", "{:.2f}"),
     Column("rtf", "RTF", "{:.2f}"),
     Column("iterations", "iters", "{:.1f}"),
     Column("chunk_frames", "chunk", "{:.0f}"),
@@ -212,6 +281,11 @@ def _measures(outcome: Outcome) -> str:
         parts.append(f"STOI {report.stoi:.2f}")
     if report.own_gain is not None:
         parts.append(f"own-network gain {report.own_gain:.2f}")
+    parts.append(f"independent: timbre gain {report.timbre_gain:.2f}")
+    for name, gain in (("F0", report.f0_gain), ("formant", report.formant_gain)):
+        parts.append(f"{name} gain {'n/a' if gain is None else f'{gain:.2f}'}")
+    if report.voice_note:
+        parts.append(f"(voice: {report.voice_note})")
     if outcome.rtf is not None:
         parts.append(f"RTF {outcome.rtf:.2f}")
     parts.extend(f"{key.replace('_', ' ')} {value:.3g}" for key, value in outcome.detail.items())
@@ -241,7 +315,8 @@ def write_html(outcomes: Sequence[Outcome], page: Path) -> Path:
             "<p>Gains are 1 − wet/dry distance to the style under held-out networks and MFCC statistics "
             "(0 = untouched, 1 = the style's statistics); STOI is intelligibility against the content. "
             "Every clip plays at the same loudness (−26 dBFS RMS), as the measures hear it.</p>",
-            "<h2>Targets</h2>", _html_table(target_rows(outcomes), TARGET_COLUMNS)]
+            "<h2>Targets</h2>", _html_table(target_rows(outcomes), TARGET_COLUMNS),
+            "<h2>Independent judge</h2>", _html_table(judge_rows(outcomes), JUDGE_COLUMNS)]
     for pair in dict.fromkeys(outcome.pair for outcome in outcomes):
         _, style, rate = pair.load()
         body.append(f"<h2>{html.escape(pair.name)}</h2><table>")
@@ -286,6 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     print(table([outcome.row() for outcome in outcomes], PAIR_COLUMNS, args.markdown))
     print()
     print(table(target_rows(outcomes), TARGET_COLUMNS, args.markdown))
+    print()
+    print(table(judge_rows(outcomes), JUDGE_COLUMNS, args.markdown))
+    notes = voice_notes(outcomes)
+    if notes:
+        print("\nF0 / formant n/a:" + "".join(f"\n{'- ' if args.markdown else '  '}{note}" for note in notes))
     if args.html:
         print(f"listening report: {write_html(outcomes, args.html)}")
 
