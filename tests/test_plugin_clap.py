@@ -66,7 +66,9 @@ def test_a_latency_too_small_for_the_server_stays_dry_and_says_why(plugin_build,
     assert STATUS[int(outputs["Status"])] == "latency too small" and outputs["Connected"] == 1
     assert outputs["Needed latency"] > 100 and outputs["Server latency"] > 100 - 5
     assert "set the latency to" in run.stderr
-    assert "says: gramophone plugin: staying dry" in plugin_server.log_text()  # and the server's log says it too
+    log = plugin_server.log_text()
+    assert "the latency cannot fit" in log  # it asked the server to fit its window first, which cannot be done
+    assert "says: gramophone plugin: staying dry" in log  # and the server's log says why it stays dry
     np.testing.assert_array_equal(run.output[run.latency:, 0], audio)  # dry, in line with the wet path
 
 

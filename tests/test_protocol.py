@@ -67,14 +67,15 @@ def test_string_where_number_expected_is_refused():
     assert isinstance(error, ProtocolError) and error.address == "/connect" and "number" in error.message
 
 
-@pytest.mark.parametrize("args", [(), (48000, 2), (48000, 2, 512, 9000, 1)])
+@pytest.mark.parametrize("args", [(), (48000, 2), (48000, 2, 512, 9000, 9600, 1)])
 def test_argument_count_is_checked(args):
     error = one(build("/connect", *args))
-    assert isinstance(error, ProtocolError) and "sample_rate channels block_size [reply_port]" in error.message
+    assert isinstance(error, ProtocolError) and "sample_rate channels block_size [reply_port] [max_latency]" in error.message
 
 
-def test_optional_reply_port():
+def test_optional_reply_port_and_max_latency():
     assert one(build("/connect", 48000, 1, 256, 9000)).values == (48000, 1, 256, 9000)
+    assert one(build("/connect", 48000, 1, 256, 0, 9600)).values == (48000, 1, 256, 0, 9600)
 
 
 def test_audio_as_float_list_and_as_blob():

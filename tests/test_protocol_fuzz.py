@@ -46,7 +46,7 @@ VALID = {
     "/flush": (), "/reset": (), "/params": (), "/style/load": ("x", "x.wav"), "/style/record/start": ("x",),
     "/style/audio": (0, b"\x00" * 64), "/style/record/stop": (), "/style/select": ("voice",),
     "/style/mix": ("voice", 1.0, "whisper", 0.5), "/style/list": (), "/style/delete": ("no-such-style",),
-    "/status": (), "/ping": ("token",), "/sync": (7,), "/notify": (0,), "/version": (),
+    "/status": (), "/ping": ("token",), "/sync": (7,), "/notify": (0,), "/version": (), "/log": ("info", "hello"),
     "/param/wet": (0.5,), "/param/iterations": (),
 }
 OPS = ("flip", "truncate", "insert", "delete", "splice", "word")
@@ -296,7 +296,8 @@ def tcp_garbage(srv, framing: str, frames: list[bytes], fault: bytes) -> tuple[i
 
 def is_redirect(packet: bytes) -> bool:
     """A /connect with a reply_port would aim replies at some other process on this machine."""
-    return any(isinstance(i, Command) and i.address == "/connect" and len(i.values) == 4 for i in decode(packet))
+    return any(isinstance(i, Command) and i.address == "/connect" and len(i.values) >= 4 and i.values[3] != 0
+               for i in decode(packet))
 
 
 def test_mutated_packets_leave_a_real_server_answering(tmp_path):

@@ -166,6 +166,17 @@ def test_connect_mode_content_reset_disconnect(osc):
     assert fail_of(osc) == ["/content", "no session: send /connect first"]
 
 
+def test_connect_with_a_max_latency_lowers_the_budget_to_fit(osc, srv):
+    """A plugin's host compensates a latency fixed before any server answers: the session fits inside it."""
+    _, latency = osc.request("/connect", 48000, 1, 512, reply="/connected").params
+    room = latency - 960  # 20 ms less than the server would take at the current budget
+    _, fitted = osc.request("/connect", 48000, 1, 512, 0, room, reply="/connected").params
+    assert room - 512 < fitted <= room  # no more than asked, and not needlessly less
+    assert f"(at most {room}: budget" in srv.log_text()
+    _, again = osc.request("/connect", 48000, 1, 512, 0, 10 * latency, reply="/connected").params
+    assert abs(again - latency) < 0.05 * latency  # room to spare: the budget stays as it was
+
+
 def test_blocks_sent_right_behind_connect_wait_for_it(osc):
     """A patch that does not wait for /connected loses nothing."""
     osc.send("/connect", 48000, 1, 128)
@@ -243,10 +254,12 @@ def test_sync_answers_after_earlier_messages(osc):
 
 BAD = [
     (("/nope",), "/nope", "unknown address"),
-    (("/connect", 48000, 2), "/connect", "expects sample_rate channels block_size [reply_port]"),
+    (("/connect", 48000, 2), "/connect", "expects sample_rate channels block_size [reply_port] [max_latency]"),
     (("/connect", "fast", 2, 256), "/connect", "sample_rate must be a number"),
     (("/connect", 48000, 5, 256), "/connect", "channels must be 1 or 2"),
-    (("/connect", 48000, 1, 256, 70000), "/connect", "reply_port must be within"),
+    (("/connect", 48000, 1, 256, 70000), "/connect", "reply_port must be 0 or within"),
+    (("/connect", 48000, 1, 256, 0, -5), "/connect", "max_latency must be a positive number of samples"),
+    (("/connect", 48000, 1, 256, 0, 480), "/connect", "the latency cannot fit 480 samples"),
     (("/mode", "fast"), "/mode", "live' or 'render"),
     (("/content", 0, 0.5, 0.5), "/content", "no session"),
     (("/param/loudness", 1.0), "/param/loudness", "unknown parameter"),

@@ -279,7 +279,12 @@ void Link::on_audio(int32_t seq, const char* data, size_t bytes, int64_t now) {
 }
 
 void Link::on_fail(const char* address, const char* message, int64_t now) {
-    if (std::strcmp(address, "/connect") == 0 && state_ == State::Connecting) {
+    if (std::strcmp(address, "/connect") == 0 && state_ == State::Connecting && !unfitted_ &&
+        std::strstr(message, "cannot fit") != nullptr) {
+        unfitted_ = true;  // at once again without the window: its latency then says how much more is needed
+        state_ = State::Down;
+        retry_at_ = now;
+    } else if (std::strcmp(address, "/connect") == 0 && state_ == State::Connecting) {
         if (last_status_ != kStatusRefused) say("gramophone plugin: the server refused the session: %s\n", message);
         state_ = State::Refused;
         backoff_ = std::min(backoff_ ? 2 * backoff_ : kRetryFirst, kRetryMost);
@@ -312,12 +317,17 @@ void Link::connect(int64_t now) {
         return;
     }
     send_params(now, true);  // before /connect: the session's latency depends on `budget`
-    const bool sent = send_packet(osc::Writer(out_, sizeof out_)
-                                      .begin("/connect", "iii")
-                                      .i32(static_cast<int32_t>(format_.sample_rate))
-                                      .i32(static_cast<int32_t>(format_.channels))
-                                      .i32(static_cast<int32_t>(format_.block))
-                                      .size());
+    // The most latency the server may take and still be in time for the audio thread: the server
+    // lowers its optimiser budget to fit it (reply port 0: answers come to this socket).
+    const int64_t room = answer_window(format_.latency, format_.block, format_.host_block, format_.crossfade) -
+                         static_cast<int64_t>(std::ceil(kMarginSeconds * format_.sample_rate));
+    osc::Writer request(out_, sizeof out_);
+    request.begin("/connect", unfitted_ ? "iii" : "iiiii")
+        .i32(static_cast<int32_t>(format_.sample_rate))
+        .i32(static_cast<int32_t>(format_.channels))
+        .i32(static_cast<int32_t>(format_.block));
+    if (!unfitted_) request.i32(0).i32(static_cast<int32_t>(std::max<int64_t>(room, 1)));
+    const bool sent = send_packet(request.size());
     session_format_ = format_;
     state_ = State::Connecting;
     deadline_ = now + kConnectTimeout;
@@ -325,6 +335,7 @@ void Link::connect(int64_t now) {
 }
 
 void Link::lose(const char* why, int64_t now) {
+    unfitted_ = false;  // another server, or the same one less loaded: try fitting again
     // Every block still out will get no answer: the audio thread plays them dry, a render stops waiting.
     const int64_t first = std::max<int64_t>(0, next_index_ - static_cast<int64_t>(slots_.size()));
     for (int64_t index = first; index < next_index_; ++index) {

@@ -119,6 +119,7 @@ private:
     int64_t retry_at_ = 0, backoff_ = 0, deadline_ = 0, last_heard_ = 0, last_ping_ = 0, last_statistics_ = 0;
     int32_t server_latency_ = 0;
     bool fits_ = false;            // the server's latency + margin fits the answer window (live)
+    bool unfitted_ = false;        // the server could not fit our window: connect without one, to learn its latency
     int64_t live_age_limit_ = 0;   // ns: an older block cannot come back in time (live)
     int64_t seq_base_ = 0;    // seq of block index 0 in this activation
     int64_t next_seq_ = 0;    // the next seq the session has not seen

@@ -158,8 +158,13 @@ class StreamProcessor:
             raise ValueError(f"mode must be 'live' or 'render', got {mode!r}")
         self._mode = mode
 
-    def prepare(self, sample_rate: int, channels: int, block_size: int) -> None:
-        """Fix the stream's format and clear its state (call before the first ``push``)."""
+    def prepare(self, sample_rate: int, channels: int, block_size: int, max_latency: int | None = None) -> None:
+        """Fix the stream's format and clear its state (call before the first ``push``).
+
+        With ``max_latency`` (samples: a plugin whose latency the host already compensates),
+        the optimiser's ``budget`` is lowered as far as needed for the latency to fit, down
+        to the parameter's minimum; ValueError if even that does not fit.
+        """
         if not 8000 <= sample_rate <= 192000:
             raise ValueError(f"sample rate must be within 8000–192000 Hz, got {sample_rate}")
         if channels not in (1, 2):
@@ -190,7 +195,10 @@ class StreamProcessor:
         self.reset()
         finishing = self._warm_up()
         self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
-        self.latency_samples = self._latency(self.prepared_budget) + math.ceil(self.reserve_seconds * sample_rate)
+        reserve = math.ceil(self.reserve_seconds * sample_rate)
+        if max_latency is not None:
+            self.prepared_budget = self._fitting_budget(max_latency - reserve)
+        self.latency_samples = self._latency(self.prepared_budget) + reserve
         self._clear_counters()
         self.reset()
 
@@ -564,6 +572,21 @@ class StreamProcessor:
         if drop > 0:
             self._input = self._input[:, drop:]
             self._input_start = needed
+
+    def _fitting_budget(self, room: int) -> float:
+        """The largest budget, at most the prepared one, whose schedule fits ``room`` samples."""
+        if self._latency(self.prepared_budget) <= room:
+            return self.prepared_budget
+        low = self.params.specs["budget"].minimum
+        if self._latency(low) > room:
+            raise ValueError(f"the latency cannot fit {room + math.ceil(self.reserve_seconds * self.sample_rate)} "
+                             f"samples: it needs {self._latency(low) + math.ceil(self.reserve_seconds * self.sample_rate)} "
+                             f"even at budget {low:g} (allow more latency, or use fewer --chunk-frames)")
+        high = self.prepared_budget
+        for _ in range(24):  # the schedule grows with the budget: bisect to well under a sample's worth
+            middle = (low + high) / 2
+            low, high = (middle, high) if self._latency(middle) <= room else (low, middle)
+        return low
 
     def _latency(self, budget: float) -> int:
         """Worst-case samples from a block's arrival to its output, blocks arriving in real time.

@@ -61,9 +61,10 @@ class Processor(Protocol):
 
     mode: str
     latency_samples: int
+    prepared_budget: float
     budget_seconds: float  # the most a chunk's optimiser may take in live mode
 
-    def prepare(self, sample_rate: int, channels: int, block_size: int) -> None: ...
+    def prepare(self, sample_rate: int, channels: int, block_size: int, max_latency: int | None = None) -> None: ...
     def push(self, seq: int, block: np.ndarray, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
     def push_silence(self, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
     def skip(self, seq: int, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
@@ -368,14 +369,16 @@ class Server:
         if peer.connecting and peer.queued_connect == cmd.values:
             log.debug("%s: repeated /connect while one is queued; answered once", peer.label)
             return
-        if len(cmd.values) == 4:
+        if len(cmd.values) >= 4 and cmd.values[3] != 0:  # 0: reply to the source port, as without it
             reply_port = cmd.values[3]
             if not 1 <= reply_port <= 65535:
-                return self._fail(peer, "/connect", f"reply_port must be within 1–65535, got {reply_port}")
+                return self._fail(peer, "/connect", f"reply_port must be 0 or within 1–65535, got {reply_port}")
             if peer.conn is None and reply_port == self.port and ipaddress.ip_address(peer.addr[0]).is_loopback:
                 return self._fail(peer, "/connect", f"reply_port {reply_port} is this server's own port")
             if peer.conn is None:  # over TCP replies always travel on the connection
                 peer.reply_addr = (peer.addr[0], reply_port, *peer.addr[2:])
+        if len(cmd.values) == 5 and cmd.values[4] <= 0:
+            return self._fail(peer, "/connect", f"max_latency must be a positive number of samples, got {cmd.values[4]}")
         peer.connecting += 1
         peer.queued_connect = cmd.values
         if not self._enqueue(peer, "/connect", lambda: self._connect(peer, cmd)):
@@ -610,11 +613,12 @@ class Server:
 
     def _make_session(self, peer: Peer, cmd: Command) -> None:
         sample_rate, channels, block_size, *rest = cmd.values
+        max_latency = rest[1] if len(rest) == 2 else None
         if peer.conn is None and block_size * channels > max_udp_samples():
             raise ProtocolError("/connect", f"block_size × channels = {block_size * channels} does not fit a UDP datagram "
                                 f"as a float list (at most {max_udp_samples()}); use smaller blocks or TCP")
         processor = self._factory(self.params, self.library.active)
-        processor.prepare(sample_rate, channels, block_size)
+        processor.prepare(sample_rate, channels, block_size, max_latency)
         session = Session(next(self._session_ids), processor, sample_rate, channels, block_size)
         with self._lock:  # count and claim together, so two connects cannot both take the last place
             others = sum(1 for p in self._peers.values() if p.session and p is not peer)
@@ -623,9 +627,10 @@ class Server:
             replaced, peer.session = peer.session, session
         if replaced is not None:
             log.info("session %d replaced by a new /connect", replaced.id)
-        log.info("session %d connected: %s, %d Hz, %d ch, blocks of %d, latency %d samples%s", session.id, peer.label,
+        log.info("session %d connected: %s, %d Hz, %d ch, blocks of %d, latency %d samples%s%s", session.id, peer.label,
                  sample_rate, channels, block_size, processor.latency_samples,
-                 f", replies to port {peer.reply_addr[1]}" if rest and peer.conn is None else "")
+                 f" (at most {max_latency}: budget {processor.prepared_budget:.3f})" if max_latency else "",
+                 f", replies to port {peer.reply_addr[1]}" if rest and rest[0] and peer.conn is None else "")
         self._reply(peer, "/connected", session.id, int(processor.latency_samples))
 
     def _disconnect(self, peer: Peer, cmd: Command) -> None:

@@ -96,7 +96,7 @@ def _f(name: str, kind: str) -> Field:
 SIGNATURES: dict[str, Signature] = {
     "/connect": Signature(
         (_f("sample_rate", "int"), _f("channels", "int"), _f("block_size", "int")),
-        (_f("reply_port", "int"),),
+        (_f("reply_port", "int"), _f("max_latency", "int")),
     ),
     "/disconnect": Signature(),
     "/mode": Signature((_f("mode", "string"),)),
