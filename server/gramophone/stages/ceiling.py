@@ -86,7 +86,6 @@ class Ceiling(Bound):
         peaks = np.max([clip.logmag.max(axis=(0, 2)) for clip in clips], axis=0)
         return style_ceiling(np.maximum(np.zeros_like(peaks), peaks), clips[0].analysis.window_ms)
 
-
     def limit(self, content: np.ndarray, context: Context) -> np.ndarray | None:
         peaks = context.features.get(self.name)
         return None if peaks is None else ceiling_limit(content, peaks, context.pull)
