@@ -42,7 +42,7 @@ class VoiceAnalysis:
     en-us+f3 about 200–300 Hz) and on noise: see docs/research-log.md, section "Pitch and formants".
     """
 
-    envelope_hz: float = 500.0  # the envelope's smoothing width: two harmonics of a 250 Hz voice, under F1's spacing from F2
+    envelope_hz: float = 300.0  # the envelope's smoothing width: 2–3 harmonics of a male voice; 200 Hz ripples under a female one, 500+ keeps formants in the residual
     f0_min_hz: float = 65.0  # the lowest F0: 3 periods fit the 46 ms window
     f0_max_hz: float = 600.0
     voicing: float = 0.5  # the least normalised autocorrelation peak of a voiced frame (Praat's 0.45, a little stricter)
