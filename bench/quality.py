@@ -29,6 +29,7 @@ import soundfile as sf
 from gramophone import metrics
 from gramophone.engine.presets import PRESETS, VOICE_CONTROLS, get_preset
 from gramophone.engine.stream import StreamConfig
+from gramophone.params import PARAMETERS
 
 from .common import (Column, Render, add_threads_option, apply_threads, chunk_for_latency, measure, render_offline,
                      render_stream, table)
@@ -295,7 +296,7 @@ def _measures(outcome: Outcome) -> str:
     return "<br>".join(html.escape(part) for part in parts)
 
 
-def write_html(outcomes: Sequence[Outcome], page: Path) -> Path:
+def write_html(outcomes: Sequence[Outcome], page: Path, voice: dict[str, float] | None = None) -> Path:
     """One page: per pair its style clip, then per path a player, a spectrogram and the measures.
 
     Audio and images go to ``<page stem>_files/`` beside the page and are referenced
@@ -318,6 +319,8 @@ def write_html(outcomes: Sequence[Outcome], page: Path) -> Path:
             "<p>Gains are 1 − wet/dry distance to the style under held-out networks and MFCC statistics "
             "(0 = untouched, 1 = the style's statistics); STOI is intelligibility against the content. "
             "Every clip plays at the same loudness (−26 dBFS RMS), as the measures hear it.</p>",
+            "<p>Voice (every wet path): " + html.escape(", ".join(
+                f"{name} {(voice or {}).get(name, PARAMETERS[name].default):g}" for name in VOICE_CONTROLS)) + "</p>",
             "<h2>Targets</h2>", _html_table(target_rows(outcomes), TARGET_COLUMNS),
             "<h2>Independent judge</h2>", _html_table(judge_rows(outcomes), JUDGE_COLUMNS)]
     for pair in dict.fromkeys(outcome.pair for outcome in outcomes):
@@ -378,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     if notes:
         print("\nF0 / formant n/a:" + "".join(f"\n{'- ' if args.markdown else '  '}{note}" for note in notes))
     if args.html:
-        print(f"listening report: {write_html(outcomes, args.html)}")
+        print(f"listening report: {write_html(outcomes, args.html, voice)}")
 
 
 if __name__ == "__main__":
