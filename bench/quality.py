@@ -27,8 +27,9 @@ import numpy as np
 import soundfile as sf
 
 from gramophone import metrics
-from gramophone.engine.presets import PRESETS, get_preset
+from gramophone.engine.presets import PRESETS, VOICE_CONTROLS, get_preset
 from gramophone.engine.stream import StreamConfig
+from gramophone.params import PARAMETERS
 
 from .common import (Column, Render, add_threads_option, apply_threads, chunk_for_latency, measure, render_offline,
                      render_stream, table)
@@ -95,8 +96,11 @@ def peak(audio: np.ndarray) -> float:
     return float(np.max(np.abs(audio)))
 
 
-def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime: bool = False) -> Outcome:
-    """``pair`` through ``path``; ``iterations`` overrides the preset's (offline) or per-chunk (live) steps."""
+def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime: bool = False,
+             voice: dict[str, float] | None = None) -> Outcome:
+    """``pair`` through ``path``; ``iterations`` overrides the preset's (offline) or per-chunk (live) steps,
+    ``voice`` the pitch and formant controls (the voice stage's offline, the parameters live)."""
+    voice = voice or {}
     content, _, rate = pair.load()
     duration = content.size / rate
     if path.kind == "dry":
@@ -104,10 +108,10 @@ def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime
         return Outcome(pair, path, content, rate, measure(pair, render, voice=True), detail={"peak": peak(content)})
     preset = get_preset(path.preset)
     if path.kind == "offline":
-        render = render_offline(pair, preset.with_overrides(iterations=iterations))
+        render = render_offline(pair, preset.with_overrides(iterations=iterations, **voice))
         detail = {"iterations": render.iterations, "peak": peak(render.audio)}
     else:
-        settings = {} if iterations is None else {"iterations": iterations}
+        settings = ({} if iterations is None else {"iterations": iterations}) | voice
         chunk = path.chunk_frames or chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms,
                                                        settings=settings)
         render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime)
@@ -118,12 +122,12 @@ def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime
 
 
 def run(pairs: Sequence[Pair], paths: Sequence[PathSpec] = PATHS, iterations: int | None = None,
-        realtime: bool = False) -> list[Outcome]:
+        realtime: bool = False, voice: dict[str, float] | None = None) -> list[Outcome]:
     """Every pair through every path, printing progress."""
     outcomes = []
     for pair in pairs:
         for path in paths:
-            outcome = run_path(pair, path, iterations, realtime)
+            outcome = run_path(pair, path, iterations, realtime, voice)
             print(f"{pair.name} / {path.name}: held-out gain {outcome.report.held_out_gain:.2f}, "
                   f"timbre gain {outcome.report.timbre_gain:.2f}", flush=True)
             outcomes.append(outcome)
@@ -292,7 +296,7 @@ def _measures(outcome: Outcome) -> str:
     return "<br>".join(html.escape(part) for part in parts)
 
 
-def write_html(outcomes: Sequence[Outcome], page: Path) -> Path:
+def write_html(outcomes: Sequence[Outcome], page: Path, voice: dict[str, float] | None = None) -> Path:
     """One page: per pair its style clip, then per path a player, a spectrogram and the measures.
 
     Audio and images go to ``<page stem>_files/`` beside the page and are referenced
@@ -315,6 +319,8 @@ def write_html(outcomes: Sequence[Outcome], page: Path) -> Path:
             "<p>Gains are 1 − wet/dry distance to the style under held-out networks and MFCC statistics "
             "(0 = untouched, 1 = the style's statistics); STOI is intelligibility against the content. "
             "Every clip plays at the same loudness (−26 dBFS RMS), as the measures hear it.</p>",
+            "<p>Voice (every wet path): " + html.escape(", ".join(
+                f"{name} {(voice or {}).get(name, PARAMETERS[name].default):g}" for name in VOICE_CONTROLS)) + "</p>",
             "<h2>Targets</h2>", _html_table(target_rows(outcomes), TARGET_COLUMNS),
             "<h2>Independent judge</h2>", _html_table(judge_rows(outcomes), JUDGE_COLUMNS)]
     for pair in dict.fromkeys(outcome.pair for outcome in outcomes):
@@ -351,13 +357,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair")
     parser.add_argument("--html", type=Path, help="write the listening report here")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--voice", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="pitch, formant, pitch_follow, formant_follow for every wet path, e.g. pitch_follow=1")
     add_threads_option(parser)
     args = parser.parse_args(argv)
     apply_threads(args.threads)
     if args.quick:
         args.pairs = ["male-female", "pluck-organ"]
     paths = [*PATHS[:2], *(PathSpec(f"offline {name}", "offline", name) for name in args.presets), *PATHS[2:]]
-    outcomes = run(make_pairs(args.pairs, args.seconds), paths, args.iterations, args.realtime)
+    voice = {}
+    for item in args.voice:
+        name, _, value = item.partition("=")
+        if name not in VOICE_CONTROLS or not value:
+            parser.error(f"--voice takes NAME=VALUE with NAME one of {', '.join(VOICE_CONTROLS)}, got {item!r}")
+        voice[name] = float(value)
+    outcomes = run(make_pairs(args.pairs, args.seconds), paths, args.iterations, args.realtime, voice)
     print(table([outcome.row() for outcome in outcomes], PAIR_COLUMNS, args.markdown))
     print()
     print(table(target_rows(outcomes), TARGET_COLUMNS, args.markdown))
@@ -367,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     if notes:
         print("\nF0 / formant n/a:" + "".join(f"\n{'- ' if args.markdown else '  '}{note}" for note in notes))
     if args.html:
-        print(f"listening report: {write_html(outcomes, args.html)}")
+        print(f"listening report: {write_html(outcomes, args.html, voice)}")
 
 
 if __name__ == "__main__":

@@ -68,14 +68,15 @@ def test_a_stage_whose_feature_the_style_lacks_is_skipped():
 
 
 def test_every_stage_a_target_carries_has_a_learner_and_mixes_by_weight():
-    assert set(LEARNERS) == {"colour", "ceiling", "levels", "frame_hold", "match_eq"}
+    assert set(LEARNERS) == {"colour", "ceiling", "levels", "frame_hold", "match_eq", "pitch", "formant"}
     a, b = np.zeros(4, dtype=np.float32), np.ones(4, dtype=np.float32)
     np.testing.assert_allclose(LEARNERS["ceiling"].mix([(a, 0.25), (b, 0.75)]), 0.75)
 
 
 def test_a_preset_lists_its_stages_and_their_settings():
     default = get_preset("default")
-    assert [settings.stage for settings in default.stages] == ["colour", "levels", "frame_hold", "match_eq", "limiter"]
+    assert [settings.stage for settings in default.stages] == ["voice", "colour", "levels", "frame_hold", "match_eq",
+                                                               "limiter"]
     assert default.ceiling is not None and default.colour == 1.0
     quieter = default.with_stage("levels", quiet_db=20.0)
     assert quieter.stage("levels") == LevelsSettings(quiet_db=20.0) and default.stage("levels") == LevelsSettings()
@@ -91,8 +92,8 @@ def test_a_live_chain_leaves_out_the_offline_only_stages():
         chain = build_chain(SMALL.stages, SMALL.ceiling, SMALL.analysis, SMALL.colour_bands, 8, 22050, live=live)
         return [stage.name for stage in chain.stages]
 
-    assert names(live=False) == ["colour", "levels", "frame_hold", "match_eq", "limiter"]
-    assert names(live=True) == ["colour", "levels", "frame_hold", "limiter"]
+    assert names(live=False) == ["voice", "colour", "levels", "frame_hold", "match_eq", "limiter"]
+    assert names(live=True) == ["voice", "colour", "levels", "frame_hold", "limiter"]
 
 
 def test_a_stage_setting_from_the_preset_changes_the_output(clips, style_a):

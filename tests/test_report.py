@@ -46,8 +46,9 @@ def test_listening_report_references_files_that_exist(tmp_path: Path):
     pair = make_pair("male-female", seconds=2.0, folder=tmp_path / "pairs")
     paths = [quality.DRY, quality.PathSpec("offline default", "offline"),
              quality.PathSpec("live 48 kHz ≤300 ms", "live", max_latency_ms=300)]
-    outcomes = quality.run([pair], paths, iterations=2)
-    page = quality.write_html(outcomes, tmp_path / "report" / "report.html")
+    outcomes = quality.run([pair], paths, iterations=2, voice={"pitch": 2.0})
+    page = quality.write_html(outcomes, tmp_path / "report" / "report.html", {"pitch": 2.0})
+    assert "Voice (every wet path): pitch 2, formant 0, pitch_follow 0, formant_follow 0" in page.read_text(encoding="utf-8")
 
     parser = References()
     parser.feed(page.read_text(encoding="utf-8"))

@@ -44,6 +44,10 @@ PARAMETERS: dict[str, ParamSpec] = {
         ParamSpec("budget", 0.05, 0.9, 0.4, "", "share of a chunk's duration the optimiser may spend on it in live mode (part of the latency; a session's latency is fixed at `/connect` from the value then, which stays its ceiling)"),
         ParamSpec("learning_rate", 0.001, 1.0, 0.02, "", "Adam step size of the learned spectral correction, in log-magnitude units per step (it carries across chunks, so small steps add up)"),
         ParamSpec("colour", 0.0, 1.0, 1.0, "", "strength of the closed-form spectral colouring toward the style before the gram steps"),
+        ParamSpec("pitch", -24.0, 24.0, 0.0, "st", "pitch shift in semitones, formant-preserving (the spectral envelope stays unless `formant` moves it); applies whatever `style_weight` is, glides under automation"),
+        ParamSpec("pitch_follow", 0.0, 1.0, 0.0, "", "share of the way the content's median F0 moves to the style's, on top of `pitch`; nothing for an unvoiced style"),
+        ParamSpec("formant", -12.0, 12.0, 0.0, "st", "spectral envelope (formant) shift in semitones, independent of the pitch; applies whatever `style_weight` is"),
+        ParamSpec("formant_follow", 0.0, 1.0, 0.0, "", "share of the way the content's formants move to the style's, on top of `formant`; nothing for an unvoiced style"),
     )
 }
 

@@ -24,6 +24,10 @@ inline constexpr ServerParam kServerParams[] = {
     {"budget", "Budget", 0.05f, 0.9f, 0.4f, "", false},
     {"learning_rate", "Learning rate", 0.001f, 1.0f, 0.02f, "", false},
     {"colour", "Colour", 0.0f, 1.0f, 1.0f, "", false},
+    {"pitch", "Pitch", -24.0f, 24.0f, 0.0f, "st", false},
+    {"pitch_follow", "Pitch follow", 0.0f, 1.0f, 0.0f, "", false},
+    {"formant", "Formant", -12.0f, 12.0f, 0.0f, "st", false},
+    {"formant_follow", "Formant follow", 0.0f, 1.0f, 0.0f, "", false},
 };
 constexpr uint32_t kServerParamCount = sizeof(kServerParams) / sizeof(kServerParams[0]);
 constexpr uint32_t kBypassParam = 4;

@@ -37,7 +37,8 @@ def stylize_preset(args: argparse.Namespace) -> Preset:
     return preset.with_overrides(
         style_weight=args.style_weight, content_weight=args.content_weight, iterations=args.iterations,
         learning_rate=args.lr, optimizer=args.optimizer, init=args.init, phase=args.phase, colour=args.colour,
-        network=network,
+        network=network, pitch=args.pitch, formant=args.formant, pitch_follow=args.pitch_follow,
+        formant_follow=args.formant_follow,
     )
 
 

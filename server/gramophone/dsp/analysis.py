@@ -101,9 +101,14 @@ def analyse(audio: np.ndarray, sample_rate: int, config: AnalysisConfig) -> Spec
     stft = librosa.stft(
         audio, n_fft=n_fft, hop_length=config.hop_length(sample_rate), window="hann", center=True, pad_mode="constant"
     ).astype(np.complex64)
+    return Spectrum(logmag=grid_logmag(stft, sample_rate, config), stft=stft, sample_rate=sample_rate,
+                    length=audio.shape[-1], config=config)
+
+
+def grid_logmag(stft: np.ndarray, sample_rate: int, config: AnalysisConfig) -> np.ndarray:
+    """The log1p-magnitude grid of a complex STFT (``analyse``'s, and again after a spectrum stage edits the STFT)."""
     scaled = np.abs(stft) * magnitude_scale(config, sample_rate)
-    logmag = np.log1p(to_grid(scaled, config.channels)).astype(np.float32)
-    return Spectrum(logmag=logmag, stft=stft, sample_rate=sample_rate, length=audio.shape[-1], config=config)
+    return np.log1p(to_grid(scaled, config.channels)).astype(np.float32)
 
 
 def apply_logmag(stft: np.ndarray, content_logmag: np.ndarray, logmag: np.ndarray, scale: float,

@@ -1,6 +1,6 @@
 """The offline pipeline: a content clip and a style target in, stylised audio out.
 
-analyse → the chain's anchor stages (colouring) under the ceiling → optimise (gram steps,
+analyse → the chain's spectrum stage (pitch and formant shift) → its anchor stages (colouring) under the ceiling → optimise (gram steps,
 bounded by the ceiling) → the chain's output stages (quiet levels, frame hold) → resynthesise
 → the chain's audio stages (match EQ, limiter). The chain is the preset's (``stages/``); its
 running stages step through the clip chunk by chunk, as a live stream's would.
@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from ..audio import resample, validate_audio
-from ..dsp.analysis import analyse, synthesise
+from ..dsp.analysis import analyse, grid_logmag, synthesise
 from ..stages import Chain, build_chain
 from .network import get_pool
 from .optimize import Callback, Objective, Result, optimise
@@ -69,7 +69,12 @@ def stylize(
     spectrum = analyse(content, sample_rate, config)
     began = time.monotonic()
     chain = offline_chain(preset, sample_rate)
-    context = chain.context(preset.style_weight, preset.colour, style.bands, style.features, spectrum.logmag)
+    voice = preset.voice
+    shifted = chain.run("spectrum", spectrum.stft,
+                        chain.context(preset.style_weight, preset.colour, style.bands, style.features, spectrum.stft, voice))
+    if shifted is not spectrum.stft:  # the shifted voice is the content from here on, its phase the content phase
+        spectrum = replace(spectrum, stft=shifted, logmag=grid_logmag(shifted, sample_rate, config))
+    context = chain.context(preset.style_weight, preset.colour, style.bands, style.features, spectrum.logmag, voice)
     limit = chain.limit(context)
     anchor = chain.run("anchor", spectrum.logmag, context, limit)
     upper = None if limit is None else torch.from_numpy(limit).to(device)

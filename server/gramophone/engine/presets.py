@@ -1,7 +1,7 @@
 """Named recipes: analysis, networks, losses and optimiser settings.
 
 - ``default``: ours, tuned for a strong held-out effect at better than real time (see
-  docs/research-log.md): a closed-form colouring of the spectral envelope toward the style,
+  docs/research-log.md): the voice's pitch and formant shift first (at rest by default), then a closed-form colouring of the spectral envelope toward the style,
   each frame then halfway to the style's nearest envelopes, then Adam from the content against a pool of eight small random networks, one per step,
   each reading 128 mel-band averages of the grid (the same effect as reading all 513
   channels, at about half the cost); held under the style's range, and each channel's
@@ -21,10 +21,11 @@ from dataclasses import dataclass, field, replace
 
 from ..dsp.analysis import AnalysisConfig
 from ..stages import (CeilingSettings, ColourSettings, FrameHoldSettings, LevelsSettings, LimiterSettings,
-                      MatchEQSettings, StageSettings)
+                      MatchEQSettings, StageSettings, VoiceControls, VoiceSettings)
 from .network import NetworkConfig
 
 LOSSES = ("relative", "article", "ulyanov")
+VOICE_CONTROLS = ("pitch", "formant", "pitch_follow", "formant_follow")  # the voice stage's, set through with_overrides
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,23 @@ class Preset:
                                           for settings in self.stages))
 
     def with_overrides(self, **overrides) -> "Preset":
-        """A copy with some settings changed (``None`` values are ignored); ``colour`` sets the colouring's strength."""
+        """A copy with some settings changed (``None`` values are ignored).
+
+        ``colour`` sets the colouring's strength; ``pitch``, ``formant``, ``pitch_follow`` and
+        ``formant_follow`` the voice stage's controls (ValueError if the preset has none).
+        """
         overrides = {key: value for key, value in overrides.items() if value is not None}
         colour = overrides.pop("colour", None)
+        voice = {key: overrides.pop(key) for key in VOICE_CONTROLS if key in overrides}
         preset = replace(self, **overrides)
-        return preset if colour is None else preset.with_stage("colour", strength=colour)
+        preset = preset if colour is None else preset.with_stage("colour", strength=colour)
+        return preset.with_stage("voice", **voice) if voice else preset
+
+    @property
+    def voice(self) -> VoiceControls:
+        """The voice stage's controls offline (all at rest without a voice stage)."""
+        settings = self.stage("voice")
+        return settings.controls() if settings is not None else VoiceControls()
 
     def target_key(self) -> dict:
         """The settings a style target depends on (for cache keys and compatibility checks)."""
@@ -112,7 +125,7 @@ PRESETS: dict[str, Preset] = {
         content_weight=0.3,
         iterations=40,
         learning_rate=0.08,
-        stages=(ColourSettings(strength=1.0, neighbours=0.5), LevelsSettings(), FrameHoldSettings(),
+        stages=(VoiceSettings(), ColourSettings(strength=1.0, neighbours=0.5), LevelsSettings(), FrameHoldSettings(),
                 MatchEQSettings(), LimiterSettings()),
         ceiling=CeilingSettings(),
     ),

@@ -6,7 +6,9 @@ block_size)``, then ``push(seq, block)`` per block, ``latency_samples``, ``reset
 How a block becomes stylised audio:
 
 1. Input samples are cut into STFT frames on one continuous grid (Hann window, hop =
-   window / 4); frame ``j`` spans samples ``[jH − (N − H), jH + H)``.
+   window / 4); frame ``j`` spans samples ``[jH − (N − H), jH + H)``. The chain's spectrum
+   stage (``stages/voice.py``: pitch and formant) shifts those frames in place on the grid,
+   so it adds no latency; at rest it passes them untouched.
 2. Every ``chunk_frames`` complete frames form a chunk. The chunk's log-magnitudes are
    coloured in closed form toward the style (against running statistics of the input),
    then a learned correction is added: one log-magnitude offset per frequency channel,
@@ -47,7 +49,7 @@ import torch
 
 from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, to_grid
 from ..params import Parameters
-from ..stages import Context, build_chain
+from ..stages import Context, VoiceControls, build_chain
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .presets import Preset, get_preset
@@ -443,14 +445,19 @@ class StreamProcessor:
         began = time.monotonic()
         count, first = self.config.chunk_frames, self._next_frame
         spectra = self._frames(first, count)
-        logmag = np.log1p(to_grid(np.abs(spectra) * self.scale, self.preset.analysis.channels)).astype(np.float32)
         values = self.params.snapshot() | self._forced
         style = self._current_style()
         if self._fade_from is not None:
             self._fade_step += 1
             if self._fade_step >= self.fade_chunks:
                 self._fade_from = None
-        context = self._chain.context(values["style_weight"], values["colour"], style.bands, style.features, logmag)
+        voice = VoiceControls(values["pitch"], values["formant"], values["pitch_follow"], values["formant_follow"])
+        # the pitch and formant shift, on the grid's own frames: the shifted voice is the content from here on
+        spectra = self._chain.run("spectrum", spectra, self._chain.context(
+            values["style_weight"], values["colour"], style.bands, style.features, spectra, voice))
+        logmag = np.log1p(to_grid(np.abs(spectra) * self.scale, self.preset.analysis.channels)).astype(np.float32)
+        context = self._chain.context(values["style_weight"], values["colour"], style.bands, style.features, logmag,
+                                      voice)
         bound = self._chain.limit(context)
         limit = torch.from_numpy(np.full_like(logmag, np.inf) if bound is None else bound)
         anchor = torch.from_numpy(self._chain.run("anchor", logmag, context, bound))

@@ -12,9 +12,11 @@ from .colour import Colour, ColourSettings
 from .full_scale import FullScale, LimiterSettings
 from .levels import Levels, LevelsSettings
 from .match_eq import MatchEQ, MatchEQSettings
+from .voice import FormantProfile, PitchProfile, Voice, VoiceControls, VoiceSettings
 
 # Everything a style target learns, by name: a target carries every one, so any preset can use it.
-LEARNERS: dict[str, type[Learner]] = {learner.name: learner for learner in (Colour, Ceiling, Levels, FrameHold, MatchEQ)}
+LEARNERS: dict[str, type[Learner]] = {learner.name: learner for learner in (Colour, Ceiling, Levels, FrameHold, MatchEQ,
+                                                                        PitchProfile, FormantProfile)}
 
 
 class StageSettings(Protocol):
@@ -35,4 +37,5 @@ def build_chain(stages: Sequence[StageSettings], ceiling: CeilingSettings | None
 
 __all__ = ["LEARNERS", "Bound", "Ceiling", "CeilingSettings", "Chain", "Colour", "ColourSettings", "Context",
            "FrameHold", "FrameHoldSettings", "FullScale", "Learner", "Levels", "LevelsSettings", "LimiterSettings",
-           "MatchEQ", "MatchEQSettings", "Stage", "StageSettings", "StyleClip", "build_chain"]
+           "MatchEQ", "MatchEQSettings", "FormantProfile", "PitchProfile", "Stage", "StageSettings", "StyleClip",
+           "Voice", "VoiceControls", "VoiceSettings", "build_chain"]

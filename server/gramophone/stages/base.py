@@ -8,8 +8,9 @@ In the spirit of pedalboard's plugins and JUCE's AudioProcessor, a stage
 - and applies itself (``apply``) given the *pull*, ``min(style_weight, 1)``: how far the
   stages go toward the style (beyond 1 only the optimiser's steps pull harder).
 
-A stage has a place in the flow: ``"anchor"`` stages edit the analysis frames before the
-optimiser, ``"output"`` stages edit the optimised frames, ``"audio"`` stages the
+A stage has a place in the flow: ``"spectrum"`` stages edit the complex STFT frames before
+they are analysed (the pitch and formant shift: the chain then treats their output as the
+content), ``"anchor"`` stages edit the analysis frames before the optimiser, ``"output"`` stages edit the optimised frames, ``"audio"`` stages the
 resynthesised samples. Running stages (``chunk_frames``) keep statistics across chunks, so
 offline they step through a clip chunk by chunk, as a live stream does. A stage that may
 raise a bin (``lifts``) is followed by the ceiling, the bound beside the chain: see
@@ -20,7 +21,7 @@ makes the stage; a preset lists those settings.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -28,7 +29,7 @@ import numpy as np
 from ..dsp.analysis import AnalysisConfig
 from ..dsp.bands import BandStats
 
-PLACES = ("anchor", "output", "audio")
+PLACES = ("spectrum", "anchor", "output", "audio")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,16 @@ class StyleClip:
 
 
 @dataclass(frozen=True)
+class VoiceControls:
+    """The pitch and formant controls (the live parameters of the same names, or a preset's offline)."""
+
+    pitch: float = 0.0  # semitones
+    formant: float = 0.0  # semitones of envelope shift
+    pitch_follow: float = 0.0  # 0–1 of the way from the content's median F0 to the style's
+    formant_follow: float = 0.0  # 0–1 of the way from the content's formants to the style's
+
+
+@dataclass(frozen=True)
 class Context:
     """What a stage is applied with, for one chunk (or a whole clip offline)."""
 
@@ -51,7 +62,8 @@ class Context:
     colour: float  # the colouring's strength (the live ``colour`` parameter, or the preset's)
     bands: BandStats  # the style's band statistics
     features: Mapping[str, np.ndarray]  # what each stage learned from the style, by stage name
-    content: np.ndarray  # the analysis frames these are edited from: the dry reference
+    content: np.ndarray  # the frames these are edited from (complex STFT frames for spectrum stages): the dry reference
+    voice: VoiceControls = field(default_factory=VoiceControls)
 
 
 class Learner:
@@ -121,8 +133,9 @@ class Chain:
         self.bound = bound
 
     def context(self, style_weight: float, colour: float, bands: BandStats, features: Mapping[str, np.ndarray],
-                content: np.ndarray) -> Context:
-        return Context(pull=min(style_weight, 1.0), colour=colour, bands=bands, features=features, content=content)
+                content: np.ndarray, voice: VoiceControls = VoiceControls()) -> Context:
+        return Context(pull=min(style_weight, 1.0), colour=colour, bands=bands, features=features, content=content,
+                       voice=voice)
 
     def reset(self) -> None:
         for stage in self.stages:
@@ -156,8 +169,7 @@ def _stepped(stage: Stage, data: np.ndarray, context: Context) -> np.ndarray:
         return stage.apply(data, context)
     parts = []
     for start in range(0, data.shape[-1], step):
-        part = Context(pull=context.pull, colour=context.colour, bands=context.bands, features=context.features,
-                       content=context.content[..., start:start + step])
+        part = replace(context, content=context.content[..., start:start + step])
         parts.append(stage.apply(data[..., start:start + step], part))
     return np.concatenate(parts, axis=-1)
 
