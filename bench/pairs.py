@@ -1,10 +1,12 @@
 """The benchmark's content/style pairs, made deterministically with espeak-ng, sox and NumPy.
 
 Speech pairs use different voices *and* different texts for content and style, so a
-result can only score by taking on the style's voice, not by copying its words. The two
-non-speech pairs move a melody toward another instrument and a tone sequence toward a
-noise texture. Files are cut to ``seconds`` and cached in ``bench/out/pairs``; run
-``python -m bench.pairs`` to make them and print their paths.
+result can only score by taking on the style's voice, not by copying its words: across
+genders, accents and languages, and with the content as a real microphone gives it (room
+reverb and noise). The music pairs move a melody toward another instrument, a tone
+sequence and a drum loop toward noise textures, a plucked melody toward a bowed drone and
+a piano toward an organ. Files are cut to ``seconds`` and cached in ``bench/out/pairs``;
+run ``python -m bench.pairs`` to make them and print their paths.
 """
 
 from __future__ import annotations
@@ -38,14 +40,25 @@ TEXTS = {
     "snow peas, five thick slabs of blue cheese, and maybe a snack for her brother Bob.",
     "frog": "We also need a small plastic snake and a big toy frog for the kids. She can scoop these things into "
     "three red bags, and we will go and meet her on Wednesday at the train station.",
+    "nordwind": "Einst stritten sich Nordwind und Sonne, wer von ihnen beiden wohl der Stärkere wäre, als ein "
+    "Wanderer, der in einen warmen Mantel gehüllt war, des Weges daherkam. Sie wurden einig, dass derjenige für "
+    "den Stärkeren gelten sollte, der den Wanderer zwingen würde, seinen Mantel abzunehmen.",
+    "bise": "La bise et le soleil se disputaient, chacun assurant qu'il était le plus fort, quand ils ont vu un "
+    "voyageur qui s'avançait, enveloppé dans son manteau. Ils sont tombés d'accord que celui qui arriverait le "
+    "premier à faire ôter son manteau au voyageur serait regardé comme le plus fort.",
 }
 
-# name: (content voice, content text, style voice, style text)
+# name: (content voice, content text, style voice, style text, what the content's microphone adds)
 SPEECH_PAIRS = {
-    "male-female": ("en-us", "fox", "en-us+f3", "piper"),
-    "female-male": ("en-us+f5", "baker", "en-us+m3", "river"),
-    "british-american": ("en-gb", "stella", "en-us+f2", "frog"),
+    "male-female": ("en-us", "fox", "en-us+f3", "piper", None),
+    "female-male": ("en-us+f5", "baker", "en-us+m3", "river", None),
+    "british-american": ("en-gb", "stella", "en-us+f2", "frog", None),
+    "german-french": ("de", "nordwind", "fr+f4", "bise", None),
+    "room-male-female": ("en-us", "fox", "en-us+f3", "piper", "room"),
+    "noisy-female-male": ("en-us+f5", "baker", "en-us+m3", "river", "noise"),
 }
+ROOM_REVERB = ["reverb", "45", "50", "70"]  # sox: reverberance %, damping %, room scale %: a small, live room
+NOISE_DB = -30.0  # pink noise this far under the speech's RMS: a quiet fan, a laptop microphone's hiss
 
 PLUCK_NOTES = ["C3", "E3", "G3", "C4", "G3", "E3", "D3", "F3", "A3", "D4", "A3", "F3"]
 ORGAN_NOTES = ["A3", "C4", "E4", "A4", "G3", "B3", "D4", "G4"]
@@ -74,12 +87,27 @@ def _tool(name: str) -> str:
     return path
 
 
-def _speak(voice: str, text: str, scratch: Path) -> np.ndarray:
+def _speak(voice: str, text: str, scratch: Path, microphone: str | None = None) -> np.ndarray:
+    """espeak-ng speech, as dry as it comes or through a room (sox reverb) and with pink noise, or with noise alone."""
     wav = scratch / "speech.wav"
     subprocess.run([_tool("espeak-ng"), "-v", voice, "-s", str(SPEECH_WPM), "-w", str(wav), text], check=True)
+    if microphone == "room":
+        wet = scratch / "room.wav"
+        subprocess.run([_tool("sox"), "-R", str(wav), str(wet), *ROOM_REVERB, "gain", "-n", "-3"], check=True)
+        wav = wet
     audio, rate = sf.read(wav, dtype="float32")
     assert rate == SAMPLE_RATE, f"espeak-ng wrote {rate} Hz"
-    return audio
+    if microphone is not None:
+        audio = audio + _pink_noise(audio.size, seed=len(text)) * np.sqrt(np.mean(audio**2)) * 10 ** (NOISE_DB / 20)
+    return audio.astype(np.float32)
+
+
+def _pink_noise(length: int, seed: int) -> np.ndarray:
+    """Unit-RMS noise with a 1/f power spectrum, seeded."""
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(length))
+    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1.0))
+    noise = np.fft.irfft(spectrum, n=length)
+    return noise / np.sqrt(np.mean(noise**2))
 
 
 def _sox_notes(synth: Sequence[str], notes: Sequence[str], note_seconds: float, effects: Sequence[str], scratch: Path) -> np.ndarray:
@@ -126,9 +154,57 @@ def _tone_sequence(_: Path) -> np.ndarray:
     return (0.4 * audio / np.max(np.abs(audio))).astype(np.float32)
 
 
+def _bowed_drone(scratch: Path) -> np.ndarray:
+    """A sawtooth drone on A2 and E3 with a slow swell and vibrato, low-passed: a bowed string section's sustain."""
+    path = scratch / "drone.wav"
+    subprocess.run([_tool("sox"), "-R", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "synth", "12",
+                    "sawtooth", "A2", "sawtooth", "E3", "gain", "-10", "lowpass", "1800", "tremolo", "0.25", "35", "gain", "-n", "-6"],
+                   check=True)
+    audio, _ = sf.read(path, dtype="float32")
+    return audio
+
+
+def _drum_loop(_: Path) -> np.ndarray:
+    """Kick, snare and hi-hat at 110 bpm from NumPy alone: a loop with no pitch and sharp onsets."""
+    rng = np.random.default_rng(11)
+    step = int(60 / 110 / 2 * SAMPLE_RATE)  # eighth notes
+    t = np.arange(step) / SAMPLE_RATE
+    kick = np.sin(2 * np.pi * (50 * t + 60 * (1 - np.exp(-t * 30)) / 30)) * np.exp(-t * 9)
+    snare = rng.standard_normal(step) * np.exp(-t * 22) * 0.6 + np.sin(2 * np.pi * 190 * t) * np.exp(-t * 30) * 0.4
+    hat = np.diff(rng.standard_normal(step + 1)) * np.exp(-t * 60) * 0.25
+    bar = [kick + hat, hat, snare + hat, hat, kick + hat, kick * 0.6 + hat, snare + hat, hat]
+    audio = np.concatenate(bar * 12)
+    return (0.45 * audio / np.max(np.abs(audio))).astype(np.float32)
+
+
+def _rain_noise(scratch: Path) -> np.ndarray:
+    """Pink noise through a band-pass with a slow swell: a rain texture, brighter than the surf."""
+    path = scratch / "rain.wav"
+    subprocess.run([_tool("sox"), "-R", "-n", "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path), "synth", "12",
+                    "pinknoise", "sinc", "400-7000", "tremolo", "0.15", "30", "gain", "-n", "-8"], check=True)
+    audio, _ = sf.read(path, dtype="float32")
+    return audio
+
+
+def _piano_melody(_: Path) -> np.ndarray:
+    """Struck-string notes from NumPy alone: slightly stretched partials, each decaying faster than the one below."""
+    notes = [261.6, 329.6, 392.0, 523.3, 440.0, 349.2, 293.7, 392.0, 329.6, 261.6, 246.9, 293.7] * 2
+    t = np.arange(int(0.45 * SAMPLE_RATE)) / SAMPLE_RATE
+    out = []
+    for f in notes:
+        partials = [np.sin(2 * np.pi * f * k * np.sqrt(1 + 0.0004 * k * k) * t) * np.exp(-t * (2.5 + 1.5 * k)) / k
+                    for k in range(1, 9) if f * k < SAMPLE_RATE / 2]
+        out.append(np.minimum(1.0, t / 0.003) * sum(partials))
+    audio = np.concatenate(out)
+    return (0.4 * audio / np.max(np.abs(audio))).astype(np.float32)
+
+
 NOISE_PAIRS: dict[str, tuple[Callable[[Path], np.ndarray], Callable[[Path], np.ndarray]]] = {
     "pluck-organ": (_pluck_melody, _organ_melody),
     "tones-surf": (_tone_sequence, _surf_noise),
+    "pluck-drone": (_pluck_melody, _bowed_drone),
+    "drums-rain": (_drum_loop, _rain_noise),
+    "piano-organ": (_piano_melody, _organ_melody),
 }
 
 PAIR_NAMES = (*SPEECH_PAIRS, *NOISE_PAIRS)
@@ -159,8 +235,8 @@ def make_pair(name: str, seconds: float = 10.0, folder: Path = DEFAULT_FOLDER) -
     stem = f"{name}-{seconds:g}s"
     content, style = folder / f"{stem}-content.wav", folder / f"{stem}-style.wav"
     if name in SPEECH_PAIRS:
-        content_voice, content_text, style_voice, style_text = SPEECH_PAIRS[name]
-        _write(content, lambda scratch: _speak(content_voice, TEXTS[content_text], scratch), seconds)
+        content_voice, content_text, style_voice, style_text, microphone = SPEECH_PAIRS[name]
+        _write(content, lambda scratch: _speak(content_voice, TEXTS[content_text], scratch, microphone), seconds)
         _write(style, lambda scratch: _speak(style_voice, TEXTS[style_text], scratch), seconds)
         return Pair(name, content, style, speech=True)
     if name in NOISE_PAIRS:
