@@ -31,7 +31,9 @@ In live mode a chunk's steps stop at its deadline (``budget`` × the chunk's dur
 after its last sample arrived); a chunk that cannot take a single step in time goes out
 with the correction learned so far and counts as late, so no backlog ever builds up.
 In render mode every chunk takes exactly ``iterations`` steps: the same input, settings
-and style always give the same output.
+and style always give the same output. A live processor given a ``BatchStepper``
+(``batch.py``) hands its chunks' steps to it, to be taken together with other streams' chunks
+due at the same time, under the same deadline.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import torch
 from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, to_grid
 from ..params import Parameters
 from ..stages import Context, build_chain
+from .batch import BatchStepper, StepJob
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .presets import Preset, get_preset
@@ -133,8 +136,10 @@ class StreamProcessor:
         preset: str | Preset = "default",
         mode: str = "live",
         config: StreamConfig = StreamConfig(),
+        stepper: BatchStepper | None = None,
     ) -> None:
         self.params = params
+        self.stepper = stepper  # live steps go through it, batched with other streams', when given
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         style.require(self.preset)
         self.config = config
@@ -491,6 +496,9 @@ class StreamProcessor:
         for group in self._adam.param_groups:
             group["lr"] = values["learning_rate"]
         live = self.mode == "live"
+        if live and self.stepper is not None:
+            return self.stepper.run(StepJob(window, self._limits, self._correction, self._adam, style.grams, self.nets,
+                                            style_weight, content_weight, iterations, deadline, self._step_baseline))
         pool = len(self.nets)
         steps = 0
         for step in range(iterations):
@@ -594,22 +602,27 @@ def _smooth(estimate: float, sample: float) -> float:
 
 def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
             formats: tuple[tuple[int, int], ...] = ((48000, 1), (44100, 2)),
-            block_size: int = 512, seconds: float = 0.5) -> None:
+            block_size: int = 512, seconds: float = 0.5, stepper: BatchStepper | None = None,
+            streams: int = 1) -> None:
     """Pay every one-off cost of a live session's first chunks before a server answers anyone.
 
     Streams ``seconds`` of a test signal, live, through a fresh processor at each
     (sample rate, channels): librosa's import (numba compiles or loads its functions),
     torch's first kernels forward and backward, mono and stereo. Default parameters, so
     every stage of the effect runs whatever the server starts with. After the first
-    format a new rate costs a connect nothing more than its own ``prepare``.
+    format a new rate costs a connect nothing more than its own ``prepare``. With a
+    ``stepper`` the streams step through it, and it then runs and times a batched step of
+    every size up to ``streams`` mono windows.
     """
     for rate, channels in formats:
-        processor = StreamProcessor(Parameters(), style, preset, config=config)
+        processor = StreamProcessor(Parameters(), style, preset, config=config, stepper=stepper)
         processor.prepare(rate, channels, block_size)
         signal = _test_signal(rate, channels, int(seconds * rate))
         for seq, start in enumerate(range(0, signal.shape[1] - block_size + 1, block_size)):
             processor.push(seq, signal[:, start:start + block_size].T.reshape(-1))
         processor.flush()
+        if stepper is not None and (rate, channels) == formats[0]:
+            stepper.warm_up(processor.nets, style.grams, preset.analysis.channels, processor.window_frames, streams)
 
 
 def _test_signal(sample_rate: int, channels: int, length: int) -> np.ndarray:

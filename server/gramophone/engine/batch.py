@@ -1,0 +1,421 @@
+"""Live optimiser steps of many streams at once: ``BatchStepper``.
+
+A live chunk's Adam steps (``stream.StreamProcessor._learn``) are small: one 0.75 s window
+through one pool network, a gram, a backward pass. Run stream by stream, their cost is fixed
+overhead and weight traffic. The stepper takes the chunks of every stream that are due at
+the same time (each a ``StepJob``), stacks their windows into one batch, and runs each step
+through the pool network for all of them together: one convolution over the batch, one
+matrix product per style against every window of it. Each stream keeps its own correction,
+Adam state, style grams and deadline: a job joins a step only if that step, by the stepper's
+estimate for the batch's size, ends before the job's deadline, and a job leaves as soon as it
+has taken its ``iterations`` or no further step fits.
+
+One thread steps (so a machine's cores are left to the streams' other work, and a GPU sees one
+stream of kernels); the streams' worker threads hand it their jobs and wait. On a GPU the
+windows, corrections and Adam state are copied there for the job and back when it ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.optim.adam import adam as adam_step
+
+PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
+STYLE_CACHE = 8  # style grams kept on the device (a crossfade makes a new mixture every chunk)
+_SERIALS = itertools.count()
+
+
+@dataclass(eq=False)
+class StepJob:
+    """One chunk's live steps: what a stream hands the stepper, and the steps it got back.
+
+    ``window`` and ``limits`` are ``(channels, grid, frames)``; ``correction`` is the stream's
+    ``(1, grid, 1)`` parameter and ``adam`` its optimiser over it (learning rate already set);
+    ``grams`` the style's ``(pool, filters, filters)`` targets for ``nets``.
+    """
+
+    window: torch.Tensor
+    limits: torch.Tensor
+    correction: torch.Tensor
+    adam: torch.optim.Adam
+    grams: torch.Tensor
+    nets: Sequence[nn.Module]
+    style_weight: float
+    content_weight: float
+    iterations: int
+    deadline: float  # time.monotonic() by which every step must have ended
+    step_hint: float = 0.0  # the stream's own measure of one step alone, until the stepper has one
+    steps: int = 0
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    serial: int = field(init=False, default_factory=lambda: next(_SERIALS))  # never reused, unlike id()
+
+    @property
+    def rows(self) -> int:
+        return self.window.shape[0]
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """Jobs step together when they share the pool and the window length."""
+        return id(self.nets), self.window.shape[-1]
+
+
+@dataclass
+class BatchStats:
+    """What the stepper has done: ``/status`` and the log report ``streams_per_step``."""
+
+    steps: int  # batched steps run
+    stream_steps: int  # steps the streams got (a step of a batch of three counts three)
+    largest: int  # most streams in one step
+
+    @property
+    def streams_per_step(self) -> float:
+        return self.stream_steps / self.steps if self.steps else 0.0
+
+
+def batched_step(jobs: Sequence[StepJob], net: nn.Module, index: int,
+                 window: torch.Tensor | None = None, limits: torch.Tensor | None = None) -> None:
+    """One Adam step of every job through ``net``, network ``index`` of their pool, together.
+
+    Each job's correction moves by the gradient of its own loss, as ``StreamProcessor._learn``
+    weighs it: ``style_weight`` × the relative gram error plus ``content_weight`` × the relative
+    error of the corrected window, each averaged over the job's channels. ``window`` and
+    ``limits`` are the jobs' stacked, when already made.
+
+    The step is written as a handful of large torch calls, because each call gives up and
+    retakes the interpreter lock, which the server's other threads hold often: the gradient of
+    the gram error with respect to the features ``F`` (``T`` frames) is computed directly,
+    ``(4/T)(F Fᵀ/T − G) F = (4/T²) F (Fᵀ F) − (4/T) G F``, from a frames × frames product and one
+    product with ``G`` per style, with no filters × filters tensor per window, and handed to
+    autograd, which takes it back through the network in one call.
+    """
+    with torch.no_grad():
+        window = torch.cat([job.window for job in jobs]) if window is None else window
+        limits = torch.cat([job.limits for job in jobs]) if limits is None else limits
+        corrections = torch.cat([job.correction for job in jobs])
+        owners = _owners(jobs)
+        if owners is not None:
+            corrections = corrections.index_select(0, owners)
+    corrections.requires_grad_(True)
+    corrected = torch.minimum(window + corrections, limits)
+    features = net(corrected)
+    with torch.no_grad():
+        frames = features.shape[-1]
+        gradients, start = [], 0
+        for group in _same_style(jobs):  # usually one: every stream of the server on the active style
+            rows = sum(job.rows for job in group)
+            target, part = group[0].grams[index], features[start:start + rows]
+            norm = max(_norm(group[0].grams, index), 1e-12)
+            scale = torch.tensor([4 * job.style_weight / job.rows / norm / frames for job in group for _ in range(job.rows)],
+                                 device=features.device)
+            inner = part.transpose(1, 2) @ part
+            gradient = torch.baddbmm(torch.matmul(target, part), part, inner, beta=-1.0, alpha=1.0 / frames)
+            gradients.append(gradient.mul_(scale[:, None, None]))
+            start += rows
+        outputs, grads = [features], [torch.cat(gradients) if len(gradients) > 1 else gradients[0]]
+        content = [2 * job.content_weight / job.rows for job in jobs for _ in range(job.rows)]
+        if any(weight > 0 for weight in content):
+            norms = window.pow(2).sum(dim=(1, 2)).clamp_min(1e-12)
+            weights = torch.tensor(content, device=window.device) / norms
+            outputs.append(corrected)
+            grads.append((corrected - window).mul_(weights[:, None, None]))
+    torch.autograd.backward(outputs, grads)
+    with torch.no_grad():
+        gradient = corrections.grad
+        if owners is not None:
+            gradient = torch.zeros(len(jobs), *gradient.shape[1:], device=gradient.device).index_add_(0, owners, gradient)
+        _adam([job.correction for job in jobs], list(gradient.split(1)), [job.adam for job in jobs])
+
+
+_NORMS: dict[int, tuple[torch.Tensor, list[float | None]]] = {}  # id(grams) → (grams, ‖Gᵢ‖² per network)
+_NORMS_LOCK = threading.Lock()
+
+
+def _norm(grams: torch.Tensor, index: int) -> float:
+    """``‖grams[index]‖²``, computed once per style and network (a few styles kept)."""
+    with _NORMS_LOCK:
+        entry = _NORMS.get(id(grams))
+        if entry is None or entry[0] is not grams:
+            entry = _NORMS[id(grams)] = (grams, [None] * grams.shape[0])
+            while len(_NORMS) > STYLE_CACHE:
+                del _NORMS[next(iter(_NORMS))]
+        if entry[1][index] is None:
+            entry[1][index] = float(torch.linalg.vector_norm(grams[index]).square())
+        return entry[1][index]
+
+
+def _owners(jobs: Sequence[StepJob]) -> torch.Tensor | None:
+    """Which job each row of the batch belongs to, where a job has more than one row (stereo); else None."""
+    if all(job.rows == 1 for job in jobs):
+        return None
+    return torch.tensor([number for number, job in enumerate(jobs) for _ in range(job.rows)], device=jobs[0].window.device)
+
+
+def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], optimisers: list[torch.optim.Adam]) -> None:
+    """One Adam step of each parameter with its own optimiser's state and settings, in as few calls as
+    ``torch.optim.adam`` allows (one per setting; every stream of a server normally shares one)."""
+    groups: dict[tuple, list[int]] = {}
+    for number, (param, optimiser) in enumerate(zip(params, optimisers)):
+        settings = optimiser.param_groups[0]
+        state = optimiser.state[param]
+        if not state:  # as torch.optim.Adam makes it on a parameter's first step
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        groups.setdefault((settings["lr"], *settings["betas"], settings["eps"], settings["weight_decay"]), []).append(number)
+    for (lr, beta1, beta2, eps, weight_decay), members in groups.items():
+        states = [optimisers[number].state[params[number]] for number in members]
+        adam_step([params[number] for number in members], [grads[number] for number in members],
+                  [state["exp_avg"] for state in states], [state["exp_avg_sq"] for state in states], [],
+                  [state["step"] for state in states], foreach=True, amsgrad=False, beta1=beta1, beta2=beta2, lr=lr,
+                  weight_decay=weight_decay, eps=eps, maximize=False)
+
+
+def _same_style(jobs: Sequence[StepJob]) -> list[list[StepJob]]:
+    """Runs of consecutive jobs with the same style grams (the stepper orders a batch so they are consecutive)."""
+    groups: list[list[StepJob]] = []
+    for job in jobs:
+        if groups and groups[-1][0].grams is job.grams:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    return groups
+
+
+class _Staged:
+    """A job's tensors on the stepper's device, and its own Adam there: copied in, copied back when it ends."""
+
+    def __init__(self, job: StepJob, device: torch.device, grams: torch.Tensor) -> None:
+        self.original = job
+        self.correction = job.correction.detach().to(device).requires_grad_(True)
+        adam = torch.optim.Adam([self.correction], **{k: v for k, v in job.adam.param_groups[0].items() if k != "params"})
+        adam.load_state_dict(job.adam.state_dict())
+        self.job = StepJob(job.window.to(device), job.limits.to(device), self.correction, adam, grams, job.nets,
+                           job.style_weight, job.content_weight, job.iterations, job.deadline, job.step_hint)
+
+    def write_back(self) -> None:
+        with torch.no_grad():
+            self.original.correction.copy_(self.correction.detach().cpu())
+        self.original.adam.load_state_dict(self.job.adam.state_dict())
+
+
+class BatchStepper:
+    """Runs the live steps of every stream handed to it, batched; ``run(job)`` blocks until the job ends.
+
+    ``device``: ``"cpu"`` or a CUDA device. ``staged`` copies each job to the device and back
+    (always on a GPU; on the CPU only to exercise that path in tests).
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", staged: bool | None = None) -> None:
+        self.device = torch.device(device)
+        self.staged = self.device.type != "cpu" if staged is None else staged
+        self._cond = threading.Condition()
+        self._jobs: list[StepJob] = []
+        self._staged: dict[int, _Staged] = {}  # id(job) → its copy on the device
+        self._estimates: dict[tuple[int, int], dict[int, float]] = {}  # key → rows → seconds per step
+        self._baselines: dict[tuple[int, int], dict[int, float]] = {}  # the first measure of each, for the probe
+        self._cursors: dict[tuple[int, int], int] = {}  # key → next pool network
+        self._nets: dict[int, list[nn.Module]] = {}  # id(pool) → the pool on the device
+        self._grams: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # id → (source, on device)
+        self._stack: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None  # the last batch's windows
+        self._steps = self._stream_steps = self._largest = 0
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+    # -- the streams' side ---------------------------------------------------------------
+
+    def run(self, job: StepJob) -> int:
+        """Hand over ``job`` and wait until its steps end; returns the steps it took. A job runs once."""
+        if job.done.is_set():
+            raise ValueError("this job has run already: make one per chunk")
+        if job.iterations <= 0 or job.deadline <= time.monotonic():
+            return 0
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the batch stepper is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="batch-stepper", daemon=True)
+                self._thread.start()
+            if self.staged:
+                self._staged[id(job)] = _Staged(job, self.device, self._device_grams(job.grams))
+            self._jobs.append(job)
+            self._cond.notify_all()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.steps
+
+    def stats(self) -> BatchStats:
+        with self._cond:
+            return BatchStats(self._steps, self._stream_steps, self._largest)
+
+    def close(self) -> None:
+        """End every job's steps and stop the thread."""
+        with self._cond:
+            self._closing = True
+            for job in list(self._jobs):
+                self._finish(job)
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(5.0)
+
+    def warm_up(self, nets: Sequence[nn.Module], grams: torch.Tensor, channels: int, frames: int,
+                most_rows: int, rounds: int = 2) -> None:
+        """Pay each batch size's first-use costs before any stream waits on them, and measure each.
+
+        Runs ``rounds`` steps of a batch of 1 … ``most_rows`` rows of a test window through
+        every network of the pool (the last round's times seed the estimates).
+        """
+        generator = torch.Generator().manual_seed(0)
+        for rows in range(1, most_rows + 1):
+            jobs = []
+            for _ in range(rows):
+                correction = torch.zeros(1, channels, 1, requires_grad=True)
+                window = 3 * torch.rand(1, channels, frames, generator=generator)
+                jobs.append(StepJob(window, torch.full_like(window, math.inf), correction,
+                                    torch.optim.Adam([correction], lr=0.02), grams, nets, 1.0, 0.3, 1, math.inf))
+            key = jobs[0].key
+            staged = [_Staged(job, self.device, self._device_grams(grams)).job for job in jobs] if self.staged else jobs
+            for _ in range(rounds):
+                for index in range(len(nets)):
+                    began = time.monotonic()
+                    self._step(staged, key, index)
+                    seconds = time.monotonic() - began
+                self._estimates.setdefault(key, {})[rows] = seconds
+                self._baselines.setdefault(key, {})[rows] = seconds
+        self._stack = None
+
+    # -- the stepping thread ---------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closing:
+                    self._cond.wait()
+                if self._closing:
+                    return
+                batch, key, estimate = self._choose(time.monotonic())
+                if not batch:
+                    continue
+                index = self._cursors.get(key, 0)
+                self._cursors[key] = (index + 1) % len(batch[0].nets)
+                work = [self._staged[id(job)].job if self.staged else job for job in batch]
+            began = time.monotonic()
+            try:
+                self._step(work, key, index)
+            except Exception as error:  # a bug or a bad tensor: those streams raise it, the others go on
+                with self._cond:
+                    for job in batch:
+                        job.error = error
+                        self._finish(job)
+                continue
+            seconds = time.monotonic() - began
+            with self._cond:
+                rows = sum(job.rows for job in batch)
+                self._learn_estimate(key, rows, seconds)
+                self._steps += 1
+                self._stream_steps += len(batch)
+                self._largest = max(self._largest, len(batch))
+                for job in batch:
+                    job.steps += 1
+                    if job.steps >= job.iterations:
+                        self._finish(job)
+
+    def _choose(self, now: float) -> tuple[list[StepJob], tuple[int, int], float]:
+        """The jobs that step next, their key and the step's estimated time; ends the jobs no step can fit.
+
+        The job with the fewest steps so far (the earliest deadline among equals) steps, and
+        with it, in the same order, every other job of its kind that the step can take while
+        still ending before each member's deadline. A job that cannot take even a step alone
+        is done: its chunk goes out with the correction learned so far.
+        """
+        for job in [job for job in self._jobs if job.deadline < now + self._estimate(job.key, job.rows, job)]:
+            if job.steps == 0:
+                self._probe(job.key, job.rows)
+            self._finish(job)
+        if not self._jobs:
+            return [], (0, 0), 0.0
+        ordered = sorted(self._jobs, key=lambda job: (job.steps, job.deadline))
+        first = ordered[0]
+        key, batch, rows, due = first.key, [first], first.rows, first.deadline
+        for job in ordered[1:]:
+            if job.key == key and min(due, job.deadline) >= now + self._estimate(key, rows + job.rows, first):
+                batch.append(job)
+                rows, due = rows + job.rows, min(due, job.deadline)
+        return sorted(batch, key=lambda job: id(job.grams)), key, self._estimate(key, rows, first)
+
+    def _estimate(self, key: tuple[int, int], rows: int, job: StepJob) -> float:
+        """Seconds one step of ``rows`` rows takes: measured, else scaled from the nearest measure, else the hint."""
+        known = self._estimates.get(key)
+        if not known:
+            return job.step_hint * rows
+        if rows in known:
+            return known[rows]
+        below = [size for size in known if size < rows]
+        if below:
+            size = max(below)
+            return known[size] * rows / size  # linear: a batch costs less than that, so it errs on the safe side
+        return known[min(known)]
+
+    def _learn_estimate(self, key: tuple[int, int], rows: int, seconds: float) -> None:
+        known = self._estimates.setdefault(key, {})
+        known[rows] = 0.7 * known[rows] + 0.3 * seconds if rows in known else seconds
+        self._baselines.setdefault(key, {}).setdefault(rows, seconds)
+
+    def _probe(self, key: tuple[int, int], rows: int) -> None:
+        """A job went without a step: drift its estimate down so one slow step cannot starve every later chunk."""
+        known = self._estimates.get(key, {})
+        if rows in known:
+            floor = min(self._baselines[key][rows], PROBE_SHARE * known[rows])
+            known[rows] = 0.7 * known[rows] + 0.3 * floor
+
+    def _finish(self, job: StepJob) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+        staged = self._staged.pop(id(job), None)
+        if staged is not None and job.error is None:
+            try:
+                staged.write_back()
+            except Exception as error:
+                job.error = error
+        job.done.set()
+
+    def _step(self, jobs: list[StepJob], key: tuple[int, int], index: int) -> None:
+        """One batched step of ``jobs`` through network ``index`` of their pool (on the device)."""
+        members = tuple(job.serial for job in jobs)
+        if self._stack is None or self._stack[0] != members:
+            self._stack = (members, torch.cat([job.window for job in jobs]), torch.cat([job.limits for job in jobs]))
+        net = self._device_nets(jobs[0].nets)[index]
+        batched_step(jobs, net, index, self._stack[1], self._stack[2])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _device_nets(self, nets: Sequence[nn.Module]) -> Sequence[nn.Module]:
+        if not self.staged:
+            return nets
+        if id(nets) not in self._nets:
+            self._nets[id(nets)] = [copy.deepcopy(net).to(self.device) for net in nets]
+        return self._nets[id(nets)]
+
+    def _device_grams(self, grams: torch.Tensor) -> torch.Tensor:
+        """The style's grams on the device, copied once per style (a few kept)."""
+        cached = self._grams.get(id(grams))
+        if cached is not None and cached[0] is grams:
+            self._grams.move_to_end(id(grams))
+            return cached[1]
+        placed = grams.to(self.device)
+        self._grams[id(grams)] = (grams, placed)
+        while len(self._grams) > STYLE_CACHE:
+            self._grams.popitem(last=False)
+        return placed
