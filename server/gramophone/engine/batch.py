@@ -22,7 +22,7 @@ import itertools
 import math
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +32,7 @@ from torch.optim.adam import adam as adam_step
 
 PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
 STYLE_CACHE = 8  # style grams kept on the device (a crossfade makes a new mixture every chunk)
+RECENT_STEPS = 200  # steps ``BatchStats.recent`` averages over
 _SERIALS = itertools.count()
 
 
@@ -72,11 +73,12 @@ class StepJob:
 
 @dataclass
 class BatchStats:
-    """What the stepper has done: ``/status`` and the log report ``streams_per_step``."""
+    """What the stepper has done: ``/status`` reports ``recent``, the log ``streams_per_step``."""
 
     steps: int  # batched steps run
     stream_steps: int  # steps the streams got (a step of a batch of three counts three)
     largest: int  # most streams in one step
+    recent: float  # streams per step over the last RECENT_STEPS steps
 
     @property
     def streams_per_step(self) -> float:
@@ -229,6 +231,7 @@ class BatchStepper:
         self._grams: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # id → (source, on device)
         self._stack: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None  # the last batch's windows
         self._steps = self._stream_steps = self._largest = 0
+        self._recent: deque[int] = deque(maxlen=RECENT_STEPS)
         self._thread: threading.Thread | None = None
         self._closing = False
 
@@ -257,7 +260,8 @@ class BatchStepper:
 
     def stats(self) -> BatchStats:
         with self._cond:
-            return BatchStats(self._steps, self._stream_steps, self._largest)
+            recent = sum(self._recent) / len(self._recent) if self._recent else 0.0
+            return BatchStats(self._steps, self._stream_steps, self._largest, recent)
 
     def close(self) -> None:
         """End every job's steps and stop the thread."""
@@ -271,11 +275,11 @@ class BatchStepper:
             thread.join(5.0)
 
     def warm_up(self, nets: Sequence[nn.Module], grams: torch.Tensor, channels: int, frames: int,
-                most_rows: int, rounds: int = 2) -> None:
+                most_rows: int, steps: int = 3) -> None:
         """Pay each batch size's first-use costs before any stream waits on them, and measure each.
 
-        Runs ``rounds`` steps of a batch of 1 … ``most_rows`` rows of a test window through
-        every network of the pool (the last round's times seed the estimates).
+        Runs ``steps`` steps (through the pool's first networks) of a batch of 1 … ``most_rows``
+        rows of a test window; the last one's time seeds that size's estimate.
         """
         generator = torch.Generator().manual_seed(0)
         for rows in range(1, most_rows + 1):
@@ -287,13 +291,12 @@ class BatchStepper:
                                     torch.optim.Adam([correction], lr=0.02), grams, nets, 1.0, 0.3, 1, math.inf))
             key = jobs[0].key
             staged = [_Staged(job, self.device, self._device_grams(grams)).job for job in jobs] if self.staged else jobs
-            for _ in range(rounds):
-                for index in range(len(nets)):
-                    began = time.monotonic()
-                    self._step(staged, key, index)
-                    seconds = time.monotonic() - began
-                self._estimates.setdefault(key, {})[rows] = seconds
-                self._baselines.setdefault(key, {})[rows] = seconds
+            for step in range(steps):
+                began = time.monotonic()
+                self._step(staged, key, step % len(nets))
+                seconds = time.monotonic() - began
+            self._estimates.setdefault(key, {})[rows] = seconds
+            self._baselines.setdefault(key, {})[rows] = seconds
         self._stack = None
 
     # -- the stepping thread ---------------------------------------------------------------
@@ -327,6 +330,7 @@ class BatchStepper:
                 self._steps += 1
                 self._stream_steps += len(batch)
                 self._largest = max(self._largest, len(batch))
+                self._recent.append(len(batch))
                 for job in batch:
                     job.steps += 1
                     if job.steps >= job.iterations:

@@ -76,7 +76,7 @@ ProcessorFactory = Callable[[Parameters, Any], Processor]
 class Stepper(Protocol):
     """What the server needs of ``gramophone.engine.batch.BatchStepper``: the live steps of every session, batched."""
 
-    def stats(self) -> Any: ...  # .steps, .stream_steps, .largest, .streams_per_step
+    def stats(self) -> Any: ...  # .steps, .stream_steps, .largest, .streams_per_step, .recent
     def close(self) -> None: ...
 
 
@@ -575,7 +575,7 @@ class Server:
             sum(int(st.lost_blocks) + s.dropped for s, st in stats),  # gaps in seq, and blocks answered dry
             sum(int(st.queued_blocks) for _, st in stats),
             sum(s.late_blocks for s, _ in stats),
-            self._stepper.stats().streams_per_step if self._stepper is not None else 0.0,
+            self._stepper.stats().recent if self._stepper is not None else 0.0,
         )
 
     def _log_batching(self) -> None:
