@@ -279,7 +279,10 @@ def make_stepper(device: str, batch: str):
         if device == "cuda":
             raise ConfigError("--batch off steps each session alone on the CPU: it needs --device cpu or auto")
         return None
-    return BatchStepper("cuda" if torch.cuda.is_available() and device != "cpu" else "cpu")
+    chosen = "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu"
+    cores = len(os.sched_getaffinity(0))
+    # On the CPU the stepper's thread takes a core of its own: the sessions' other work gets the rest.
+    return BatchStepper(chosen, slots=max(1, cores - 1) if chosen == "cpu" else cores)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

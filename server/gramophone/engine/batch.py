@@ -13,6 +13,12 @@ has taken its ``iterations`` or no further step fits.
 One thread steps (so a machine's cores are left to the streams' other work, and a GPU sees one
 stream of kernels); the streams' worker threads hand it their jobs and wait. On a GPU the
 windows, corrections and Adam state are copied there for the job and back when it ends.
+
+The streams' other work (colouring, resynthesis) runs on their own threads, but no more of
+them at once than ``slots``: more threads computing than cores only makes every one of them,
+and the server's watchdog, wait longer for a core and the interpreter lock. A thread that
+waits for its steps gives its slot up, and takes one back before any thread that has not
+started its chunk yet.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -194,6 +201,37 @@ def _same_style(jobs: Sequence[StepJob]) -> list[list[StepJob]]:
     return groups
 
 
+class _Slots:
+    """At most ``count`` threads computing at once; a thread coming back from its steps goes first."""
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError("slots must be at least 1")
+        self._free = count
+        self._returning = 0  # threads back from their steps, waiting for a slot
+        self._cond = threading.Condition()
+        self._held = threading.local()
+
+    @property
+    def held(self) -> bool:
+        return getattr(self._held, "slot", False)
+
+    def acquire(self, returning: bool = False) -> None:
+        with self._cond:
+            self._returning += returning
+            while not self._free or (not returning and self._returning):
+                self._cond.wait()
+            self._free -= 1
+            self._returning -= returning
+        self._held.slot = True
+
+    def release(self) -> None:
+        self._held.slot = False
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
 class _Staged:
     """A job's tensors on the stepper's device, and its own Adam there: copied in, copied back when it ends."""
 
@@ -215,11 +253,13 @@ class BatchStepper:
     """Runs the live steps of every stream handed to it, batched; ``run(job)`` blocks until the job ends.
 
     ``device``: ``"cpu"`` or a CUDA device. ``staged`` copies each job to the device and back
-    (always on a GPU; on the CPU only to exercise that path in tests).
+    (always on a GPU; on the CPU only to exercise that path in tests). ``slots``: how many of the
+    streams' threads may compute at once inside ``computing()`` (None: no limit).
     """
 
-    def __init__(self, device: str | torch.device = "cpu", staged: bool | None = None) -> None:
+    def __init__(self, device: str | torch.device = "cpu", staged: bool | None = None, slots: int | None = None) -> None:
         self.device = torch.device(device)
+        self._slots = _Slots(slots) if slots is not None else None
         self.staged = self.device.type != "cpu" if staged is None else staged
         self._cond = threading.Condition()
         self._jobs: list[StepJob] = []
@@ -253,10 +293,27 @@ class BatchStepper:
                 self._staged[id(job)] = _Staged(job, self.device, self._device_grams(job.grams))
             self._jobs.append(job)
             self._cond.notify_all()
+        holding = self._slots is not None and self._slots.held
+        if holding:
+            self._slots.release()
         job.done.wait()
+        if holding:
+            self._slots.acquire(returning=True)
         if job.error is not None:
             raise job.error
         return job.steps
+
+    @contextmanager
+    def computing(self) -> Iterator[None]:
+        """Hold one of the ``slots`` while a stream's thread does its chunk's work (re-entrant: held once)."""
+        if self._slots is None or self._slots.held:
+            yield
+            return
+        self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     def stats(self) -> BatchStats:
         with self._cond:

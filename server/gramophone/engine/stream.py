@@ -38,6 +38,7 @@ due at the same time, under the same deadline.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -313,7 +314,7 @@ class StreamProcessor:
         if not np.all(np.isfinite(samples)):
             raise ValueError("block contains NaN or infinite samples")
         arrival = time.monotonic() if arrival is None else arrival
-        with self._lock:
+        with self._computing(), self._lock:
             self._fill_gap_before(seq, arrival)
             self._take(seq, samples.reshape(self.block_size, self.channels).T.copy(), arrival)
             return self._release()
@@ -325,7 +326,7 @@ class StreamProcessor:
         of processing audio whose answers have gone. Returns what a gap before it released.
         """
         self._require_prepared()
-        with self._lock:
+        with self._computing(), self._lock:
             self._fill_gap_before(seq, time.monotonic() if arrival is None else arrival)
             return self._release()
 
@@ -347,7 +348,7 @@ class StreamProcessor:
         sender's next block follows the silence; ``seq`` numbering is untouched.
         """
         self._require_prepared()
-        with self._lock:
+        with self._computing(), self._lock:
             self._take(None, np.zeros((self.channels, self.block_size), dtype=np.float32),
                        time.monotonic() if arrival is None else arrival)
             return self._release()
@@ -356,7 +357,7 @@ class StreamProcessor:
         """End of stream: release every block still inside, then reset for a new stream."""
         self._require_prepared()
         out: list[tuple[int, np.ndarray]] = []
-        with self._lock:
+        with self._computing(), self._lock:
             silence = np.zeros((self.channels, self.block_size), dtype=np.float32)
             while self._pending:
                 self._take(None, silence, time.monotonic())
@@ -398,6 +399,10 @@ class StreamProcessor:
             )
 
     # -- internals -------------------------------------------------------------------
+
+    def _computing(self):
+        """The stepper's compute slot for this thread's chunk work (a no-op without a stepper)."""
+        return self.stepper.computing() if self.stepper is not None else contextlib.nullcontext()
 
     def _require_prepared(self) -> None:
         if not self._prepared:
