@@ -101,12 +101,18 @@ def test_a_job_takes_its_iterations_and_no_step_past_its_deadline(nets):
 
 
 def test_jobs_due_together_step_together(nets):
-    """Three streams' jobs handed over at once from three threads share steps."""
-    stepper = BatchStepper()
+    """Three streams' jobs handed over at once from three threads share steps, though only one of
+    the threads may compute at a time: a thread waiting for its steps gives its slot up."""
+    stepper = BatchStepper(slots=1)
     grams = style_grams(nets, 1)
     jobs = [make_job(nets, grams, 1, seed, iterations=6) for seed in range(3)]
     references = [clone(job) for job in jobs]
-    threads = [threading.Thread(target=stepper.run, args=(job,)) for job in jobs]
+
+    def chunk(job: StepJob) -> None:
+        with stepper.computing():
+            stepper.run(job)
+
+    threads = [threading.Thread(target=chunk, args=(job,)) for job in jobs]
     try:
         for thread in threads:
             thread.start()
