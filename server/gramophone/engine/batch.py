@@ -40,6 +40,12 @@ from torch.optim.adam import adam as adam_step
 PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
 STYLE_CACHE = 8  # style grams kept on the device (a crossfade makes a new mixture every chunk)
 RECENT_STEPS = 200  # steps ``BatchStats.recent`` averages over
+# A first job waits this long for the other streams' jobs, when other streams have stepped lately
+# (STREAM_MEMORY) and its deadline leaves room: sessions fed by one audio callback finish their
+# chunks within a millisecond or two of each other, and one step of them all costs far less than
+# one step each.
+GATHER_SECONDS = 0.003
+STREAM_MEMORY = 1.0
 _SERIALS = itertools.count()
 
 
@@ -64,6 +70,7 @@ class StepJob:
     deadline: float  # time.monotonic() by which every step must have ended
     step_hint: float = 0.0  # the stream's own measure of one step alone, until the stepper has one
     steps: int = 0
+    submitted: float = 0.0  # when the stepper got it
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     serial: int = field(init=False, default_factory=lambda: next(_SERIALS))  # never reused, unlike id()
@@ -274,6 +281,7 @@ class BatchStepper:
         self._recent: deque[int] = deque(maxlen=RECENT_STEPS)
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._streams: dict[int, float] = {}  # id(a stream's Adam) → when it last handed over a job
 
     # -- the streams' side ---------------------------------------------------------------
 
@@ -291,6 +299,8 @@ class BatchStepper:
                 self._thread.start()
             if self.staged:
                 self._staged[id(job)] = _Staged(job, self.device, self._device_grams(job.grams))
+            job.submitted = time.monotonic()
+            self._streams[id(job.adam)] = job.submitted
             self._jobs.append(job)
             self._cond.notify_all()
         holding = self._slots is not None and self._slots.held
@@ -365,6 +375,10 @@ class BatchStepper:
                     self._cond.wait()
                 if self._closing:
                     return
+                wait = self._gathering(time.monotonic())
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
                 batch, key, estimate = self._choose(time.monotonic())
                 if not batch:
                     continue
@@ -392,6 +406,21 @@ class BatchStepper:
                     job.steps += 1
                     if job.steps >= job.iterations:
                         self._finish(job)
+
+    def _gathering(self, now: float) -> float:
+        """Seconds to wait for the jobs of streams that stepped lately, before the first step of new chunks (0: go)."""
+        for stream, seen in list(self._streams.items()):
+            if now - seen > STREAM_MEMORY:
+                del self._streams[stream]
+        waiting = len(self._jobs)
+        if any(job.steps for job in self._jobs) or waiting >= len(self._streams):
+            return 0.0
+        until = min(job.submitted for job in self._jobs) + GATHER_SECONDS
+        first = min(self._jobs, key=lambda job: job.deadline)
+        rows = sum(job.rows for job in self._jobs) + len(self._streams) - waiting
+        if until <= now or first.deadline < until + self._estimate(first.key, rows, first):
+            return 0.0
+        return until - now
 
     def _choose(self, now: float) -> tuple[list[StepJob], tuple[int, int], float]:
         """The jobs that step next, their key and the step's estimated time; ends the jobs no step can fit.
