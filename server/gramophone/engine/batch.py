@@ -40,12 +40,10 @@ from torch.optim.adam import adam as adam_step
 PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
 STYLE_CACHE = 8  # style grams kept on the device (a crossfade makes a new mixture every chunk)
 RECENT_STEPS = 200  # steps ``BatchStats.recent`` averages over
-# A first job waits this long for the other streams' jobs, when other streams have stepped lately
-# (STREAM_MEMORY) and its deadline leaves room: sessions fed by one audio callback finish their
-# chunks within a millisecond or two of each other, and one step of them all costs far less than
-# one step each.
-GATHER_SECONDS = 0.003
-STREAM_MEMORY = 1.0
+# Before the first step of new chunks the stepper waits, up to this long and only while the first
+# deadline still allows a step of them all, for the jobs of streams that have said a chunk of
+# theirs is on its way (``expect``): one step of them all costs far less than one step each.
+GATHER_SECONDS = 0.015
 _SERIALS = itertools.count()
 
 
@@ -281,7 +279,7 @@ class BatchStepper:
         self._recent: deque[int] = deque(maxlen=RECENT_STEPS)
         self._thread: threading.Thread | None = None
         self._closing = False
-        self._streams: dict[int, float] = {}  # id(a stream's Adam) → when it last handed over a job
+        self._expected: set[int] = set()  # streams (ids of their Adam) whose chunk's job is on its way
 
     # -- the streams' side ---------------------------------------------------------------
 
@@ -300,7 +298,7 @@ class BatchStepper:
             if self.staged:
                 self._staged[id(job)] = _Staged(job, self.device, self._device_grams(job.grams))
             job.submitted = time.monotonic()
-            self._streams[id(job.adam)] = job.submitted
+            self._expected.discard(id(job.adam))
             self._jobs.append(job)
             self._cond.notify_all()
         holding = self._slots is not None and self._slots.held
@@ -312,6 +310,19 @@ class BatchStepper:
         if job.error is not None:
             raise job.error
         return job.steps
+
+    @contextmanager
+    def expecting(self, stream: torch.optim.Adam) -> Iterator[None]:
+        """Tell the stepper that ``stream`` (its optimiser) is preparing a chunk whose job follows shortly."""
+        with self._cond:
+            self._expected.add(id(stream))
+        try:
+            yield
+        finally:
+            with self._cond:
+                if id(stream) in self._expected:  # the chunk took no steps
+                    self._expected.discard(id(stream))
+                    self._cond.notify_all()
 
     @contextmanager
     def computing(self) -> Iterator[None]:
@@ -408,19 +419,14 @@ class BatchStepper:
                         self._finish(job)
 
     def _gathering(self, now: float) -> float:
-        """Seconds to wait for the jobs of streams that stepped lately, before the first step of new chunks (0: go)."""
-        for stream, seen in list(self._streams.items()):
-            if now - seen > STREAM_MEMORY:
-                del self._streams[stream]
-        waiting = len(self._jobs)
-        if any(job.steps for job in self._jobs) or waiting >= len(self._streams):
+        """Seconds to wait for the jobs of streams whose chunks are on their way, before new chunks' first step (0: go)."""
+        if not self._expected or any(job.steps for job in self._jobs):
             return 0.0
-        until = min(job.submitted for job in self._jobs) + GATHER_SECONDS
         first = min(self._jobs, key=lambda job: job.deadline)
-        rows = sum(job.rows for job in self._jobs) + len(self._streams) - waiting
-        if until <= now or first.deadline < until + self._estimate(first.key, rows, first):
-            return 0.0
-        return until - now
+        rows = sum(job.rows for job in self._jobs) + len(self._expected)
+        latest = first.deadline - self._estimate(first.key, rows, first)  # a step of them all must still fit
+        until = min(min(job.submitted for job in self._jobs) + GATHER_SECONDS, latest)
+        return max(0.0, until - now)
 
     def _choose(self, now: float) -> tuple[list[StepJob], tuple[int, int], float]:
         """The jobs that step next, their key and the step's estimated time; ends the jobs no step can fit.

@@ -442,6 +442,13 @@ class StreamProcessor:
         return mix_targets([(self._fade_from, 1 - share), (self._style, share)], name=self._style.name)
 
     def _process_chunk(self, deadline: float) -> None:
+        if self.mode == "live" and self.stepper is not None and deadline > time.monotonic():
+            with self.stepper.expecting(self._adam):  # its steps may wait for this chunk's, to take them together
+                self._do_chunk(deadline)
+        else:
+            self._do_chunk(deadline)
+
+    def _do_chunk(self, deadline: float) -> None:
         began = time.monotonic()
         count, first = self.config.chunk_frames, self._next_frame
         spectra = self._frames(first, count)
