@@ -269,8 +269,11 @@ class BatchStepper:
         self._cond = threading.Condition()
         self._jobs: list[StepJob] = []
         self._staged: dict[int, _Staged] = {}  # id(job) → its copy on the device
-        self._estimates: dict[tuple[int, int], dict[int, float]] = {}  # key → rows → seconds per step
-        self._baselines: dict[tuple[int, int], dict[int, float]] = {}  # the first measure of each, for the probe
+        # The time of a step: one row's (learned from every step, whatever its size) × the batch's cost
+        # relative to one row (measured by warm_up; linear in the rows where not measured).
+        self._scales: dict[tuple[int, int], float] = {}  # key → seconds of a one-row step, now
+        self._floors: dict[tuple[int, int], float] = {}  # key → its first measure, for the probe
+        self._shapes: dict[tuple[int, int], dict[int, float]] = {}  # key → rows → cost relative to one row
         self._cursors: dict[tuple[int, int], int] = {}  # key → next pool network
         self._nets: dict[int, list[nn.Module]] = {}  # id(pool) → the pool on the device
         self._grams: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # id → (source, on device)
@@ -360,6 +363,7 @@ class BatchStepper:
         rows of a test window; the last one's time seeds that size's estimate.
         """
         generator = torch.Generator().manual_seed(0)
+        measured: dict[int, float] = {}
         for rows in range(1, most_rows + 1):
             jobs = []
             for _ in range(rows):
@@ -373,8 +377,12 @@ class BatchStepper:
                 began = time.monotonic()
                 self._step(staged, key, step % len(nets))
                 seconds = time.monotonic() - began
-            self._estimates.setdefault(key, {})[rows] = seconds
-            self._baselines.setdefault(key, {})[rows] = seconds
+            measured[rows] = seconds
+        shape, highest = {}, 1.0
+        for rows in sorted(measured):  # a larger batch never costs less than a smaller one
+            highest = shape[rows] = max(highest, measured[rows] / measured[1])
+        self._shapes[key] = shape
+        self._scales[key] = self._floors[key] = measured[1]
         self._stack = None
 
     # -- the stepping thread ---------------------------------------------------------------
@@ -438,7 +446,7 @@ class BatchStepper:
         """
         for job in [job for job in self._jobs if job.deadline < now + self._estimate(job.key, job.rows, job)]:
             if job.steps == 0:
-                self._probe(job.key, job.rows)
+                self._probe(job.key)
             self._finish(job)
         if not self._jobs:
             return [], (0, 0), 0.0
@@ -451,30 +459,28 @@ class BatchStepper:
                 rows, due = rows + job.rows, min(due, job.deadline)
         return sorted(batch, key=lambda job: id(job.grams)), key, self._estimate(key, rows, first)
 
+    def _relative(self, key: tuple[int, int], rows: int) -> float:
+        """A step of ``rows`` rows' cost relative to one row's: measured, else linear beyond the largest measure."""
+        shape = self._shapes.get(key, {})
+        if rows in shape:
+            return shape[rows]
+        below = [size for size in shape if size < rows]
+        return shape[max(below)] * rows / max(below) if below else float(rows)
+
     def _estimate(self, key: tuple[int, int], rows: int, job: StepJob) -> float:
-        """Seconds one step of ``rows`` rows takes: measured, else scaled from the nearest measure, else the hint."""
-        known = self._estimates.get(key)
-        if not known:
-            return job.step_hint * rows
-        if rows in known:
-            return known[rows]
-        below = [size for size in known if size < rows]
-        if below:
-            size = max(below)
-            return known[size] * rows / size  # linear: a batch costs less than that, so it errs on the safe side
-        return known[min(known)]
+        """Seconds one step of ``rows`` rows takes now (the job's own hint until the stepper has a measure)."""
+        return self._scales.get(key, job.step_hint) * self._relative(key, rows)
 
     def _learn_estimate(self, key: tuple[int, int], rows: int, seconds: float) -> None:
-        known = self._estimates.setdefault(key, {})
-        known[rows] = 0.7 * known[rows] + 0.3 * seconds if rows in known else seconds
-        self._baselines.setdefault(key, {}).setdefault(rows, seconds)
+        sample = seconds / self._relative(key, rows)
+        self._scales[key] = 0.7 * self._scales[key] + 0.3 * sample if key in self._scales else sample
+        self._floors.setdefault(key, sample)
 
-    def _probe(self, key: tuple[int, int], rows: int) -> None:
-        """A job went without a step: drift its estimate down so one slow step cannot starve every later chunk."""
-        known = self._estimates.get(key, {})
-        if rows in known:
-            floor = min(self._baselines[key][rows], PROBE_SHARE * known[rows])
-            known[rows] = 0.7 * known[rows] + 0.3 * floor
+    def _probe(self, key: tuple[int, int]) -> None:
+        """A job went without a step: drift the estimate down so one slow step cannot starve every later chunk."""
+        if key in self._scales:
+            floor = min(self._floors[key], PROBE_SHARE * self._scales[key])
+            self._scales[key] = 0.7 * self._scales[key] + 0.3 * floor
 
     def _finish(self, job: StepJob) -> None:
         if job in self._jobs:
