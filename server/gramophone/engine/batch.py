@@ -398,7 +398,7 @@ class BatchStepper:
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
-                batch, key, estimate = self._choose(time.monotonic())
+                batch, key = self._choose(time.monotonic())
                 if not batch:
                     continue
                 index = self._cursors.get(key, 0)
@@ -436,8 +436,8 @@ class BatchStepper:
         until = min(min(job.submitted for job in self._jobs) + GATHER_SECONDS, latest)
         return max(0.0, until - now)
 
-    def _choose(self, now: float) -> tuple[list[StepJob], tuple[int, int], float]:
-        """The jobs that step next, their key and the step's estimated time; ends the jobs no step can fit.
+    def _choose(self, now: float) -> tuple[list[StepJob], tuple[int, int]]:
+        """The jobs that step next and their key; ends the jobs no step can fit.
 
         The job with the fewest steps so far (the earliest deadline among equals) steps, and
         with it, in the same order, every other job of its kind that the step can take while
@@ -449,7 +449,7 @@ class BatchStepper:
                 self._probe(job.key)
             self._finish(job)
         if not self._jobs:
-            return [], (0, 0), 0.0
+            return [], (0, 0)
         ordered = sorted(self._jobs, key=lambda job: (job.steps, job.deadline))
         first = ordered[0]
         key, batch, rows, due = first.key, [first], first.rows, first.deadline
@@ -457,7 +457,7 @@ class BatchStepper:
             if job.key == key and min(due, job.deadline) >= now + self._estimate(key, rows + job.rows, first):
                 batch.append(job)
                 rows, due = rows + job.rows, min(due, job.deadline)
-        return sorted(batch, key=lambda job: id(job.grams)), key, self._estimate(key, rows, first)
+        return sorted(batch, key=lambda job: id(job.grams)), key
 
     def _relative(self, key: tuple[int, int], rows: int) -> float:
         """A step of ``rows`` rows' cost relative to one row's: measured, else linear beyond the largest measure."""
