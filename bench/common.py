@@ -232,13 +232,14 @@ def audio_message(seq: int, block: np.ndarray) -> bytes:
 
 
 class Server:
-    """``python -m gramophone serve`` on a free port, stopped by PID."""
+    """``python -m gramophone serve`` on a free port (``extra``: more serve options), stopped by PID."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *extra: str) -> None:
         self.log = folder / "server.log"
+        self.styles = folder / "styles"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "gramophone", "serve", "--port", "0", "--max-sessions", "32",
-                                          "--cache-dir", str(folder / "cache"), "--styles-dir", str(folder / "styles")],
+                                          "--cache-dir", str(folder / "cache"), "--styles-dir", str(self.styles), *extra],
                                          stdout=out, stderr=subprocess.STDOUT)
         for _ in range(1200):
             found = LISTENING.search(self.log.read_text())

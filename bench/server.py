@@ -5,20 +5,25 @@ Measures, at 48 kHz mono with the built-in style and default parameters:
 1. ``/content`` → ``/audio`` time in live mode for blocks of 256, 512 and 1024, blocks sent in
    real time, against the latency the server reports (p50, p99, worst; late chunks; dry blocks);
 2. ``/ping`` round trips (p50, p99) from a second client while the block-512 session streams;
-3. how many real-time sessions run at once before chunks go late or blocks come back dry, and the
-   most of them again with a lower ``budget`` (``--low-budget``);
+3. sessions held: 1, 2, 4, 6 and 8 real-time sessions at once, each streaming the male → female
+   pair's content with the pair's style selected; a count *holds* when no block comes back dry, at
+   most 5 % of chunks go late, no answer arrives later than the reported latency (kernel
+   timestamps, 2 ms of loopback allowed) and every session's held-out gain is at least 0.8 of a lone
+   session's on the same clip (the 1-session row);
 4. parameter messages per second (TCP, every reply read; UDP, up to ``/synced``).
 
 Usage::
 
-    python -m bench.server            # 6 s per stream, up to 6 sessions
-    python -m bench.server --quick    # 3 s per stream, up to 3 sessions
+    python -m bench.server                # 6 s per stream; 1, 2, 4, 6 and 8 sessions
+    python -m bench.server --quick        # 3 s per stream; 1, 2 and 4 sessions
+    python -m bench.server --batch off    # each session steps alone (the server before batching)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -28,12 +33,18 @@ from pathlib import Path
 import numpy as np
 from pythonosc.osc_message import OscMessage
 
+from gramophone import metrics
+from gramophone.audio import resample
 from gramophone.osc.framing import SlipDecoder
 
 from .common import Column, Server, audio_message, chunk_seconds, message, table
+from .pairs import Pair, make_pair
 from .timing import TimedSocket
 
 RATE = 48_000
+SESSION_COUNTS = (1, 2, 4, 6, 8)
+QUALITY_PAIR = "male-female"
+LOOPBACK_SLACK_MS = 2.0  # the loopback hop after the server's send (tests/test_live_promise.py allows the same)
 
 
 class Udp:
@@ -61,8 +72,10 @@ class Udp:
         raise SystemExit(f"no {address} from the server within {timeout} s")
 
 
-def stream(server: Server, block: int, seconds: float, results: dict, ready: threading.Barrier | None = None) -> None:
-    """One live session sending a 220 Hz saw in real time; fills ``results`` with timings and status.
+def stream(server: Server, block: int, seconds: float, results: dict, ready: threading.Barrier | None = None,
+           audio: np.ndarray | None = None) -> None:
+    """One live session sending ``audio`` (48 kHz mono; a 220 Hz saw if None) in real time; fills
+    ``results`` with timings, status and the ``output`` it got back (zeros where nothing came).
 
     Delays are the kernel's (send and receive timestamps): the sessions' senders and readers
     share this process's GIL, and a clock read in Python would count that wait as the server's.
@@ -74,11 +87,16 @@ def stream(server: Server, block: int, seconds: float, results: dict, ready: thr
     connect_seconds = time.monotonic() - began
     count = int(seconds * RATE / block)
     tail = -(-latency // block) + 2
-    t = np.arange((count + tail) * block) / RATE
-    signal_ = (0.2 * ((220 * t) % 1.0 * 2 - 1)).astype(np.float32)
+    if audio is None:
+        t = np.arange((count + tail) * block) / RATE
+        signal_ = (0.2 * ((220 * t) % 1.0 * 2 - 1)).astype(np.float32)
+    else:
+        signal_ = np.zeros((count + tail) * block, dtype=np.float32)
+        signal_[:min(audio.size, count * block)] = audio[:count * block]
     signal_[count * block:] = 0
     sent: dict[int, float] = {}
     arrived: dict[int, float] = {}
+    returned: dict[int, np.ndarray] = {}
     replies: list[OscMessage] = []
     stop = threading.Event()
 
@@ -89,6 +107,7 @@ def stream(server: Server, block: int, seconds: float, results: dict, ready: thr
                     msg = OscMessage(data)
                     if msg.address == "/audio":
                         arrived.setdefault(msg.params[0], at)
+                        returned.setdefault(msg.params[0], np.asarray(msg.params[1:], dtype=np.float32))
                     else:
                         replies.append(msg)
 
@@ -111,12 +130,15 @@ def stream(server: Server, block: int, seconds: float, results: dict, ready: thr
     timed.send(message("/disconnect"))
     timed.close()
     delays = np.array([arrived[s] - sent[s] for s in range(count) if s in arrived]) * 1000
+    silence = np.zeros(block, dtype=np.float32)
+    results["output"] = np.concatenate([returned.get(seq, silence) for seq in range(count)])
     results.update(block=block, latency_ms=1000 * latency / RATE, blocks=count, returned=len(delays),
                    p50=float(np.percentile(delays, 50)) if delays.size else None,
                    p99=float(np.percentile(delays, 99)) if delays.size else None,
                    worst=float(delays.max()) if delays.size else None,
                    iterations=status[3], rtf=status[1], late=status[5], dry=status[6],
-                   late_blocks=status[8] if len(status) > 8 else None, seconds=seconds,
+                   late_blocks=status[8] if len(status) > 8 else None, batch=status[9] if len(status) > 9 else None,
+                   seconds=seconds,
                    connect_ms=1000 * connect_seconds)
 
 
@@ -142,11 +164,11 @@ def pings(server: Server, stop: threading.Event, out: list[float]) -> None:
         time.sleep(0.02)
 
 
-def at_once(server: Server, sessions: int, seconds: float) -> dict:
-    """``sessions`` real-time streams of blocks of 512 started together: their totals."""
+def at_once(server: Server, sessions: int, seconds: float, audio: np.ndarray | None = None) -> tuple[dict, list[dict]]:
+    """``sessions`` real-time streams of blocks of 512 started together: their totals, and each one's results."""
     results: list[dict] = [{} for _ in range(sessions)]
     barrier = threading.Barrier(sessions)
-    threads = [threading.Thread(target=stream, args=(server, 512, seconds, r, barrier)) for r in results]
+    threads = [threading.Thread(target=stream, args=(server, 512, seconds, r, barrier, audio)) for r in results]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -154,18 +176,48 @@ def at_once(server: Server, sessions: int, seconds: float) -> dict:
     late = sum(r["late"] for r in results)
     dry = sum(r["dry"] for r in results) + sum(r["blocks"] - r["returned"] for r in results)
     share = late / (chunks_in(seconds) * sessions)
-    return {"sessions": sessions, "budget": 0.4, "iterations": np.mean([r["iterations"] for r in results]),
-            "late": late, "share": share, "dry": dry, "reported": min(r["latency_ms"] for r in results),
-            "worst": max(r["worst"] or 0 for r in results),
-            "late_blocks": sum(r["late_blocks"] or 0 for r in results),
-            "holds": "yes" if dry == 0 and share <= 0.05 else "no"}
+    totals = {"sessions": sessions, "iterations": np.mean([r["iterations"] for r in results]),
+              "late": late, "share": share, "dry": dry, "reported": min(r["latency_ms"] for r in results),
+              "worst_over": max((r["worst"] or 0) - r["latency_ms"] for r in results),
+              "worst": max(r["worst"] or 0 for r in results),
+              "batch": max((r["batch"] or 0) for r in results),
+              "late_blocks": sum(r["late_blocks"] or 0 for r in results)}
+    return totals, results
 
 
-def set_budget(server: Server, budget: float) -> None:
-    """The optimiser's share of each chunk, for sessions connecting from now on."""
+def use_pair_style(server: Server, pair: Pair) -> None:
+    """Load the pair's style clip into the server's style folder and select it for every session."""
+    shutil.copy(pair.style, server.styles / "bench-style.wav")
     osc = Udp(server)
-    osc.send(message("/param/budget", budget))
-    osc.expect("/param/budget")
+    osc.send(message("/style/load", "bench", "bench-style.wav"))
+    osc.expect("/done", 120.0)
+    osc.send(message("/style/select", "bench"))
+    osc.expect("/done")
+
+
+def sessions_held(server: Server, seconds: float, counts: tuple[int, ...]) -> list[dict]:
+    """Each count of sessions streaming the quality pair's content at once, with every session's held-out gain."""
+    pair = make_pair(QUALITY_PAIR, 10.0)
+    content, style, rate = pair.load()
+    use_pair_style(server, pair)
+    audio = resample(content[None], rate, RATE)[0]
+    length = min(content.size, int(seconds * rate))
+    rows = []
+    lone = None
+    for sessions in counts:
+        totals, results = at_once(server, sessions, seconds, audio)
+        gains = [metrics.measure(content[:length], style, r["output"][: int(length * RATE / rate)], rate,
+                                 output_rate=RATE, speech=pair.speech).held_out_gain for r in results]
+        if sessions == 1:
+            lone = gains[0]
+        ratio = min(gains) / lone if lone else None
+        on_time = totals["worst_over"] <= LOOPBACK_SLACK_MS
+        holds = totals["dry"] == 0 and totals["share"] <= 0.05 and on_time and ratio is not None and ratio >= 0.8
+        rows.append(totals | {"gain_min": min(gains), "gain_max": max(gains), "ratio": ratio,
+                              "holds": "yes" if holds else "no"})
+        print(f"{sessions} session(s): held-out gain {min(gains):.2f}–{max(gains):.2f}, late {totals['share']:.0%}, "
+              f"dry {totals['dry']}, holds {rows[-1]['holds']}", flush=True)
+    return rows
 
 
 def chunks_in(seconds: float) -> float:
@@ -200,15 +252,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float)
-    parser.add_argument("--max-sessions", type=int)
-    parser.add_argument("--low-budget", type=float, default=0.25,
-                        help="budget of a last run at the most sessions (default 0.25)")
+    parser.add_argument("--sessions", type=int, nargs="+", help="session counts to run (default 1 2 4 6 8)")
+    parser.add_argument("--batch", choices=("on", "off"), default="on", help="the server's --batch (default on)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 6.0)
-    most = args.max_sessions or (3 if args.quick else 6)
+    counts = tuple(args.sessions or ((1, 2, 4) if args.quick else SESSION_COUNTS))
+    if counts[0] != 1:
+        parser.error("--sessions must start with 1: the lone session is what quality is compared to")
     with tempfile.TemporaryDirectory() as folder:
-        server = Server(Path(folder))
+        server = Server(Path(folder), "--batch", args.batch)
         try:
             rows = []
             ping_times: list[float] = []
@@ -234,23 +287,20 @@ def main() -> None:
             if ping_times:
                 print(f"\n/ping round trip while a block-512 session streams: p50 {np.percentile(ping_times, 50):.2f} ms, "
                       f"p99 {np.percentile(ping_times, 99):.2f} ms, worst {max(ping_times):.2f} ms ({len(ping_times)} pings)")
-            capacity = []
-            for sessions in range(1, most + 1):
-                capacity.append(at_once(server, sessions, seconds))
-                if capacity[-1]["dry"] or capacity[-1]["share"] > 0.5:
-                    break
-            set_budget(server, args.low_budget)
-            capacity.append(at_once(server, most, seconds) | {"budget": args.low_budget})
-            set_budget(server, 0.4)
-            print(f"\nReal-time sessions at once ({RATE} Hz mono, blocks of 512; holds = no dry block, ≤ 5 % late chunks)")
-            print(table(capacity, [Column("sessions", "sessions"), Column("budget", "budget"),
-                                   Column("iterations", "steps/chunk", "{:.1f}"),
-                                   Column("late", "late chunks"), Column("share", "late share", "{:.0%}"),
-                                   Column("dry", "dry/missing blocks"), Column("reported", "reported ms", "{:.0f}"),
-                                   Column("worst", "worst ms", "{:.0f}"), Column("late_blocks", "late blocks"),
+            capacity = sessions_held(server, seconds, counts)
+            print(f"\nReal-time sessions at once ({RATE} Hz mono, blocks of 512, {QUALITY_PAIR} with its style, "
+                  f"--batch {args.batch}; holds = no dry block, ≤ 5 % late chunks, no answer after the reported latency, "
+                  "every session's held-out gain ≥ 0.8 of the lone session's)")
+            print(table(capacity, [Column("sessions", "sessions"), Column("iterations", "steps/chunk", "{:.1f}"),
+                                   Column("batch", "sessions per step", "{:.1f}"),
+                                   Column("share", "late chunks", "{:.0%}"), Column("dry", "dry/missing blocks"),
+                                   Column("reported", "reported ms", "{:.0f}"), Column("worst", "worst ms", "{:.0f}"),
+                                   Column("late_blocks", "late blocks"), Column("gain_min", "held-out gain (least)", "{:.2f}"),
+                                   Column("gain_max", "(most)", "{:.2f}"), Column("ratio", "least ÷ lone", "{:.2f}"),
                                    Column("holds", "holds")], args.markdown))
-            held = [row["sessions"] for row in capacity if row["holds"] == "yes" and row["budget"] == 0.4]
-            print(f"sessions held: {max(held) if held else 0} (cores: {os.cpu_count()})")
+            held = [row["sessions"] for row in capacity if row["holds"] == "yes"]
+            print(f"sessions held: {max(held) if held else 0} (cores: {os.cpu_count()}; load average at the end: "
+                  f"{os.getloadavg()[0]:.2f})")
             rates = param_rates(server, 2000)
             print(f"\nParameter messages: {rates['tcp']:.0f}/s over TCP (each reply read), {rates['udp']:.0f}/s over UDP")
         finally:

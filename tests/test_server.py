@@ -237,10 +237,10 @@ def test_style_rows(osc, defaults, speech_pair):
 def test_status(osc):
     osc.request("/connect", 48000, 2, 512, reply="/connected")
     status = osc.request("/status", reply="/status/reply").params
-    assert len(status) == 9
-    sessions, rtf_avg, rtf_peak, iterations_avg, latency_ms, late, lost, queued, late_blocks = status
-    assert sessions >= 1 and latency_ms > 0 and rtf_peak >= 0 and iterations_avg >= 0
-    assert all(isinstance(v, int) for v in (sessions, late, lost, queued, late_blocks))
+    assert len(status) == 10
+    sessions, rtf_avg, rtf_peak, iterations_avg, latency_ms, late, lost, queued, late_blocks, per_step = status
+    assert sessions >= 1 and latency_ms > 0 and rtf_peak >= 0 and iterations_avg >= 0 and per_step >= 0
+    assert all(isinstance(v, int) for v in (sessions, late, lost, queued, late_blocks)) and isinstance(per_step, float)
 
 
 def test_sync_answers_after_earlier_messages(osc):

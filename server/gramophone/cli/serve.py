@@ -40,14 +40,18 @@ DEFAULTS: dict[str, Any] = {
     "param": [],
     "http_port": None,  # --port + 1 (a free one with --port 0); 0: off
     "zeroconf": True,
+    "device": "auto",
+    "batch": "on",
 }
 TYPES = {"http_port": int}  # config keys whose default (None) does not tell their type
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEVICES = ("auto", "cpu", "cuda")
 # The watchdog that answers late blocks dry must get the interpreter within a millisecond or
 # so while two workers run NumPy between torch calls. A thread waiting for it gets it after
 # about one interval per busy thread ahead of it: at the default 5 ms, or even at 1 ms, the
 # watchdog woke up to 10 ms late with two sessions per worker; at 0.25 ms rarely more than 1.
 SWITCH_INTERVAL_SECONDS = 0.00025
+BATCH_WARM_UP = 8  # batch sizes the stepper runs and times before the server listens
 
 
 class ConfigError(ValueError):
@@ -82,6 +86,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help=f"longest /style/record recording (default {DEFAULTS['max_record_seconds']:g})")
     add("--chunk-frames", type=int, help=f"STFT frames per chunk, the latency–CPU knob (default "
         f"{DEFAULTS['chunk_frames']}: about 185 ms at 48 kHz; 3: about 105 ms)")
+    add("--device", choices=DEVICES, help="where the live steps run: cuda (every session's steps batched on the GPU), "
+        "cpu, or auto (cuda when there is one; the default)")
+    add("--batch", choices=("on", "off"), help="step the sessions whose chunks are due together as one batch "
+        "(default on; off: each session steps alone, on the CPU)")
     add("--param", action="append", metavar="NAME=VALUE",
         help="a parameter's starting value, as /param/NAME would set it (repeatable), e.g. budget=0.5")
     add("--http-port", type=int, metavar="PORT", help="OSCQuery (HTTP and WebSocket) and the control page at /ui, on --host "
@@ -101,6 +109,10 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     merged.update({key: value for key, value in given.items() if key in DEFAULTS and value is not None})
     if merged["log_level"] not in LOG_LEVELS:
         raise ConfigError(f"log-level must be one of {', '.join(LOG_LEVELS)}")
+    if merged["device"] not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}")
+    if merged["batch"] not in ("on", "off"):
+        raise ConfigError("batch must be on or off")
     return merged
 
 
@@ -257,6 +269,7 @@ def build_server(opts: dict[str, Any]):
 
     allow = parse_allow(opts["allow"])
     styles = parse_styles(opts["style"])
+    stepper = make_stepper(opts["device"], opts["batch"])
     params = Parameters()
     for name, value in parse_params(opts["param"]):
         params.set(name, value)
@@ -281,19 +294,43 @@ def build_server(opts: dict[str, Any]):
         raise ConfigError(str(error)) from None
     if opts["max_sessions"] < 1:
         raise ConfigError("--max-sessions must be at least 1")
+    cores = len(os.sched_getaffinity(0))
+    # Batched, a session's worker waits while its chunk steps with the others': one worker per
+    # session keeps every session's chunk able to join the step it is due for.
+    workers = cores + opts["max_sessions"] if stepper is not None else cores
     config = ServerConfig(host=opts["host"], port=opts["port"], max_sessions=opts["max_sessions"],
-                          idle_timeout=opts["idle_timeout"], allow=allow)
+                          idle_timeout=opts["idle_timeout"], allow=allow, workers=workers)
     log.info("styles folder %s; %d styles known", styles_dir, len(library.names()))
     # Each worker runs its own chunks: give each a share of the cores rather than letting
     # every worker's torch spin up a thread per core (oversubscription is 10–20× slower).
     import torch
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // config.workers))
+    torch.set_num_threads(max(1, cores // config.workers))
     began = time.monotonic()
-    warm_up(library.active, preset, stream_config)
+    warm_up(library.active, preset, stream_config, stepper=stepper, streams=min(opts["max_sessions"], BATCH_WARM_UP))
     log.info("warmed up in %.1f s: a live stream ran at 48 kHz mono and 44.1 kHz stereo before the first /connect",
              time.monotonic() - began)
+    log.info("live steps: %s", f"batched across sessions on {stepper.device}" if stepper is not None
+             else "each session alone, on the CPU")
     return Server(config, params, library,
-                  lambda params, style: StreamProcessor(params, style=style, preset=preset, config=stream_config))
+                  lambda params, style: StreamProcessor(params, style=style, preset=preset, config=stream_config,
+                                                        stepper=stepper), stepper)
+
+
+def make_stepper(device: str, batch: str):
+    """The batch stepper for ``--device`` and ``--batch`` (None: each session steps alone, on the CPU)."""
+    import torch
+    from ..engine.batch import BatchStepper
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device cuda: no CUDA device available to torch {torch.__version__}; use --device cpu or auto")
+    if batch == "off":
+        if device == "cuda":
+            raise ConfigError("--batch off steps each session alone on the CPU: it needs --device cpu or auto")
+        return None
+    chosen = "cuda" if torch.cuda.is_available() and device != "cpu" else "cpu"
+    cores = len(os.sched_getaffinity(0))
+    # On the CPU the stepper's thread takes a core of its own: the sessions' other work gets the rest.
+    return BatchStepper(chosen, slots=max(1, cores - 1) if chosen == "cpu" else cores)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

@@ -33,11 +33,14 @@ In live mode a chunk's steps stop at its deadline (``budget`` × the chunk's dur
 after its last sample arrived); a chunk that cannot take a single step in time goes out
 with the correction learned so far and counts as late, so no backlog ever builds up.
 In render mode every chunk takes exactly ``iterations`` steps: the same input, settings
-and style always give the same output.
+and style always give the same output. A live processor given a ``BatchStepper``
+(``batch.py``) hands its chunks' steps to it, to be taken together with other streams' chunks
+due at the same time, under the same deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -50,6 +53,7 @@ import torch
 from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, to_grid
 from ..params import Parameters
 from ..stages import Context, VoiceControls, build_chain
+from .batch import BatchStepper, StepJob
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .presets import Preset, get_preset
@@ -135,8 +139,10 @@ class StreamProcessor:
         preset: str | Preset = "default",
         mode: str = "live",
         config: StreamConfig = StreamConfig(),
+        stepper: BatchStepper | None = None,
     ) -> None:
         self.params = params
+        self.stepper = stepper  # live steps go through it, batched with other streams', when given
         self.preset = get_preset(preset) if isinstance(preset, str) else preset
         style.require(self.preset)
         self.config = config
@@ -318,7 +324,7 @@ class StreamProcessor:
         if not np.all(np.isfinite(samples)):
             raise ValueError("block contains NaN or infinite samples")
         arrival = time.monotonic() if arrival is None else arrival
-        with self._lock:
+        with self._computing(), self._lock:
             self._fill_gap_before(seq, arrival)
             self._take(seq, samples.reshape(self.block_size, self.channels).T.copy(), arrival)
             return self._release()
@@ -330,7 +336,7 @@ class StreamProcessor:
         of processing audio whose answers have gone. Returns what a gap before it released.
         """
         self._require_prepared()
-        with self._lock:
+        with self._computing(), self._lock:
             self._fill_gap_before(seq, time.monotonic() if arrival is None else arrival)
             return self._release()
 
@@ -352,7 +358,7 @@ class StreamProcessor:
         sender's next block follows the silence; ``seq`` numbering is untouched.
         """
         self._require_prepared()
-        with self._lock:
+        with self._computing(), self._lock:
             self._take(None, np.zeros((self.channels, self.block_size), dtype=np.float32),
                        time.monotonic() if arrival is None else arrival)
             return self._release()
@@ -361,7 +367,7 @@ class StreamProcessor:
         """End of stream: release every block still inside, then reset for a new stream."""
         self._require_prepared()
         out: list[tuple[int, np.ndarray]] = []
-        with self._lock:
+        with self._computing(), self._lock:
             silence = np.zeros((self.channels, self.block_size), dtype=np.float32)
             while self._pending:
                 self._take(None, silence, time.monotonic())
@@ -404,6 +410,10 @@ class StreamProcessor:
 
     # -- internals -------------------------------------------------------------------
 
+    def _computing(self):
+        """The stepper's compute slot for this thread's chunk work (a no-op without a stepper)."""
+        return self.stepper.computing() if self.stepper is not None else contextlib.nullcontext()
+
     def _require_prepared(self) -> None:
         if not self._prepared:
             raise RuntimeError("call prepare(sample_rate, channels, block_size) first")
@@ -442,6 +452,13 @@ class StreamProcessor:
         return mix_targets([(self._fade_from, 1 - share), (self._style, share)], name=self._style.name)
 
     def _process_chunk(self, deadline: float) -> None:
+        if self.mode == "live" and self.stepper is not None and deadline > time.monotonic():
+            with self.stepper.expecting(self._adam):  # its steps may wait for this chunk's, to take them together
+                self._do_chunk(deadline)
+        else:
+            self._do_chunk(deadline)
+
+    def _do_chunk(self, deadline: float) -> None:
         began = time.monotonic()
         count, first = self.config.chunk_frames, self._next_frame
         spectra = self._frames(first, count)
@@ -506,6 +523,9 @@ class StreamProcessor:
         for group in self._adam.param_groups:
             group["lr"] = values["learning_rate"]
         live = self.mode == "live"
+        if live and self.stepper is not None:
+            return self.stepper.run(StepJob(window, self._limits, self._correction, self._adam, style.grams, self.nets,
+                                            style_weight, content_weight, iterations, deadline, self._step_baseline))
         pool = len(self.nets)
         steps = 0
         for step in range(iterations):
@@ -624,22 +644,27 @@ def _smooth(estimate: float, sample: float) -> float:
 
 def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
             formats: tuple[tuple[int, int], ...] = ((48000, 1), (44100, 2)),
-            block_size: int = 512, seconds: float = 0.5) -> None:
+            block_size: int = 512, seconds: float = 0.5, stepper: BatchStepper | None = None,
+            streams: int = 1) -> None:
     """Pay every one-off cost of a live session's first chunks before a server answers anyone.
 
     Streams ``seconds`` of a test signal, live, through a fresh processor at each
     (sample rate, channels): librosa's import (numba compiles or loads its functions),
     torch's first kernels forward and backward, mono and stereo. Default parameters, so
     every stage of the effect runs whatever the server starts with. After the first
-    format a new rate costs a connect nothing more than its own ``prepare``.
+    format a new rate costs a connect nothing more than its own ``prepare``. With a
+    ``stepper`` the streams step through it, and it then runs and times a batched step of
+    every size up to ``streams`` mono windows.
     """
     for rate, channels in formats:
-        processor = StreamProcessor(Parameters(), style, preset, config=config)
+        processor = StreamProcessor(Parameters(), style, preset, config=config, stepper=stepper)
         processor.prepare(rate, channels, block_size)
         signal = _test_signal(rate, channels, int(seconds * rate))
         for seq, start in enumerate(range(0, signal.shape[1] - block_size + 1, block_size)):
             processor.push(seq, signal[:, start:start + block_size].T.reshape(-1))
         processor.flush()
+        if stepper is not None and (rate, channels) == formats[0]:
+            stepper.warm_up(processor.nets, style.grams, preset.analysis.channels, processor.window_frames, streams)
 
 
 def _test_signal(sample_rate: int, channels: int, length: int) -> np.ndarray:

@@ -77,6 +77,13 @@ class Processor(Protocol):
 ProcessorFactory = Callable[[Parameters, Any], Processor]
 
 
+class Stepper(Protocol):
+    """What the server needs of ``gramophone.engine.batch.BatchStepper``: the live steps of every session, batched."""
+
+    def stats(self) -> Any: ...  # .steps, .stream_steps, .largest, .streams_per_step, .recent
+    def close(self) -> None: ...
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -196,8 +203,10 @@ class Peer:
 class Server:
     """UDP and TCP on one port, sessions, and worker threads; ``start`` then ``shutdown``."""
 
-    def __init__(self, config: ServerConfig, params: Parameters, library: StyleLibrary, factory: ProcessorFactory) -> None:
+    def __init__(self, config: ServerConfig, params: Parameters, library: StyleLibrary, factory: ProcessorFactory,
+                 stepper: Stepper | None = None) -> None:
         self.config, self.params, self.library, self._factory = config, params, library, factory
+        self._stepper = stepper  # steps the sessions' chunks together; the factory's processors hand it their steps
         self._peers: dict[Hashable, Peer] = {}
         self._lock = threading.Lock()
         self._runq: queue.Queue[Peer | None] = queue.Queue()
@@ -267,6 +276,9 @@ class Server:
         # finalises aborts the process (SIGABRT) instead of exiting 0.
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()) + 5.0)
+        if self._stepper is not None:
+            self._stepper.close()
+            self._log_batching()
         for conn in list(self._tcp.connections):
             conn.finish(2.0)
         # The style cache needs no flush: every target is written atomically when learned.
@@ -599,7 +611,14 @@ class Server:
             sum(int(st.lost_blocks) + s.dropped for s, st in stats),  # gaps in seq, and blocks answered dry
             sum(int(st.queued_blocks) for _, st in stats),
             sum(s.late_blocks for s, _ in stats),
+            self._stepper.stats().recent if self._stepper is not None else 0.0,
         )
+
+    def _log_batching(self) -> None:
+        """How the sessions' steps were batched, over the server's life."""
+        stats = self._stepper.stats()
+        log.info("batched steps: %d steps took %d session steps (%.2f sessions per step, at most %d)",
+                 stats.steps, stats.stream_steps, stats.streams_per_step, stats.largest)
 
     # -- queued handlers (run on workers, in each sender's order) ----------------------
 

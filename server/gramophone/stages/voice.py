@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..dsp.analysis import AnalysisConfig, analyse
-from ..dsp.voice import (VOICE_ANALYSIS, PitchShifter, envelope_profile, frame_pitch, profile_axis, profile_shift,
+from ..dsp.voice import (PitchShifter, envelope_profile, frame_pitch, profile_axis, profile_shift,
                          spectral_envelope)
 from ..params import PARAMETERS
 from .base import Context, Learner, Stage, StyleClip, VoiceControls, ramp_in
