@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from gramophone.engine.batch import BatchStepper, StepJob, batched_step
 from gramophone.engine.network import get_pool
@@ -166,20 +165,17 @@ def test_a_live_processor_steps_through_the_stepper(style_a):
             outputs[number].update(processor.push(seq, signal[seq * block:(seq + 1) * block], arrival=arrival))
         outputs[number].update(processor.flush())
 
-    # Two streams colouring at once on two threads can leave the process's BLAS thread limit (which
-    # the colouring sets and restores around itself) at 1; restored here, so later tests see the original.
-    with threadpool_limits(limits=None):
-        try:
-            for processor in processors:
-                processor.prepare(rate, 1, block)
-            threads = [threading.Thread(target=stream, args=(number,)) for number in range(2)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            stats = [processor.stats() for processor in processors]
-        finally:
-            stepper.close()
+    try:
+        for processor in processors:
+            processor.prepare(rate, 1, block)
+        threads = [threading.Thread(target=stream, args=(number,)) for number in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stats = [processor.stats() for processor in processors]
+    finally:
+        stepper.close()
     for out, stat in zip(outputs, stats):
         assert sorted(out) == list(range(signal.size // block))
         assert all(samples.size == block for samples in out.values())

@@ -205,7 +205,7 @@ class StreamProcessor:
         self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
         reserve = math.ceil(self.reserve_seconds * sample_rate)
         if max_latency is not None:
-            self.prepared_budget = self._fitting_budget(max_latency - reserve)
+            self.prepared_budget = self._fitting_budget(max_latency, reserve)
         self.latency_samples = self._latency(self.prepared_budget) + reserve
         self._clear_counters()
         self.reset()
@@ -600,14 +600,14 @@ class StreamProcessor:
             self._input = self._input[:, drop:]
             self._input_start = needed
 
-    def _fitting_budget(self, room: int) -> float:
-        """The largest budget, at most the prepared one, whose schedule fits ``room`` samples."""
+    def _fitting_budget(self, max_latency: int, reserve: int) -> float:
+        """The largest budget, at most the prepared one, whose schedule plus ``reserve`` fits ``max_latency`` samples."""
+        room = max_latency - reserve
         if self._latency(self.prepared_budget) <= room:
             return self.prepared_budget
         low = self.params.specs["budget"].minimum
         if self._latency(low) > room:
-            raise ValueError(f"the latency cannot fit {room + math.ceil(self.reserve_seconds * self.sample_rate)} "
-                             f"samples: it needs {self._latency(low) + math.ceil(self.reserve_seconds * self.sample_rate)} "
+            raise ValueError(f"the latency cannot fit {max_latency} samples: it needs {self._latency(low) + reserve} "
                              f"even at budget {low:g} (allow more latency, or use fewer --chunk-frames)")
         high = self.prepared_budget
         for _ in range(24):  # the schedule grows with the budget: bisect to well under a sample's worth
