@@ -216,6 +216,9 @@ class Server:
         self._outstanding = 0
         self._idle = threading.Condition(self._lock)
         self._session_ids = itertools.count(1)
+        # One prepare at a time: each times its chunks to weigh its demand, and connects made at
+        # once would otherwise time each other's warm-ups, not the load they will share.
+        self._preparing = threading.Lock()
         self._denied: set[str] = set()
         self.http_port = 0  # the OSCQuery port (oscquery.py), 0 when off: logged and told in /version/reply
         self._stopping = threading.Event()
@@ -640,7 +643,8 @@ class Server:
             raise ProtocolError("/connect", f"block_size × channels = {block_size * channels} does not fit a UDP datagram "
                                 f"as a float list (at most {max_udp_samples()}); use smaller blocks or TCP")
         processor = self._factory(self.params, self.library.active)
-        processor.prepare(sample_rate, channels, block_size, max_latency)
+        with self._preparing:
+            processor.prepare(sample_rate, channels, block_size, max_latency)
         session = Session(next(self._session_ids), processor, sample_rate, channels, block_size)
         with self._lock:  # count and claim together, so two connects cannot both take the last place
             others = [p.session for p in self._peers.values() if p.session and p is not peer]
