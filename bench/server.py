@@ -9,7 +9,9 @@ Measures, at 48 kHz mono with the built-in style and default parameters:
    pair's content with the pair's style selected; a count *holds* when no block comes back dry, at
    most 5 % of chunks go late, no answer arrives later than the reported latency (kernel
    timestamps, 2 ms of loopback allowed) and every session's held-out gain is at least 0.8 of a lone
-   session's on the same clip (the 1-session row);
+   session's on the same clip (the 1-session row). With ``--max-sessions auto`` the server refuses
+   the sessions its cores cannot hold: a row then judges the ones it admitted, and says why it
+   refused the rest;
 4. parameter messages per second (TCP, every reply read; UDP, up to ``/synced``).
 
 Usage::
@@ -17,6 +19,7 @@ Usage::
     python -m bench.server                # 6 s per stream; 1, 2, 4, 6 and 8 sessions
     python -m bench.server --quick        # 3 s per stream; 1, 2 and 4 sessions
     python -m bench.server --batch off    # each session steps alone (the server before batching)
+    python -m bench.server --max-sessions auto   # the server admits what its cores hold
 """
 
 from __future__ import annotations
@@ -83,7 +86,14 @@ def stream(server: Server, block: int, seconds: float, results: dict, ready: thr
     timed = TimedSocket(server.host, server.port)
     began = time.monotonic()
     timed.send(message("/connect", RATE, 1, block))
-    latency = expect_timed(timed, "/connected").params[1]
+    answer = expect_timed(timed, ("/connected", "/fail"))
+    if answer.address == "/fail":  # --max-sessions auto: the server holds no more
+        results["refused"] = answer.params[1]
+        timed.close()
+        if ready is not None:
+            ready.wait()
+        return
+    latency = answer.params[1]
     connect_seconds = time.monotonic() - began
     count = int(seconds * RATE / block)
     tail = -(-latency // block) + 2
@@ -142,13 +152,14 @@ def stream(server: Server, block: int, seconds: float, results: dict, ready: thr
                    connect_ms=1000 * connect_seconds)
 
 
-def expect_timed(timed: TimedSocket, address: str, timeout: float = 30.0) -> OscMessage:
+def expect_timed(timed: TimedSocket, addresses: tuple[str, ...], timeout: float = 30.0) -> OscMessage:
+    """The first reply to one of ``addresses``."""
     deadline = time.monotonic() + timeout
     while timed.wait(deadline - time.monotonic()):
         for data, _ in timed.drain():
-            if (msg := OscMessage(data)).address == address:
+            if (msg := OscMessage(data)).address in addresses:
                 return msg
-    raise SystemExit(f"no {address} from the server within {timeout} s")
+    raise SystemExit(f"no {' or '.join(addresses)} from the server within {timeout} s")
 
 
 def pings(server: Server, stop: threading.Event, out: list[float]) -> None:
@@ -165,7 +176,7 @@ def pings(server: Server, stop: threading.Event, out: list[float]) -> None:
 
 
 def at_once(server: Server, sessions: int, seconds: float, audio: np.ndarray | None = None) -> tuple[dict, list[dict]]:
-    """``sessions`` real-time streams of blocks of 512 started together: their totals, and each one's results."""
+    """``sessions`` real-time streams of blocks of 512 started together: the admitted ones' totals and results."""
     results: list[dict] = [{} for _ in range(sessions)]
     barrier = threading.Barrier(sessions)
     threads = [threading.Thread(target=stream, args=(server, 512, seconds, r, barrier, audio)) for r in results]
@@ -173,10 +184,12 @@ def at_once(server: Server, sessions: int, seconds: float, audio: np.ndarray | N
         thread.start()
     for thread in threads:
         thread.join()
+    refused = [r["refused"] for r in results if "refused" in r]
+    results = [r for r in results if "refused" not in r]
     late = sum(r["late"] for r in results)
     dry = sum(r["dry"] for r in results) + sum(r["blocks"] - r["returned"] for r in results)
-    share = late / (chunks_in(seconds) * sessions)
-    totals = {"sessions": sessions, "iterations": np.mean([r["iterations"] for r in results]),
+    share = late / (chunks_in(seconds) * len(results))
+    totals = {"sessions": sessions, "admitted": len(results), "refusal": refused[0] if refused else "", "iterations": np.mean([r["iterations"] for r in results]),
               "late": late, "share": share, "dry": dry, "reported": min(r["latency_ms"] for r in results),
               "worst_over": max((r["worst"] or 0) - r["latency_ms"] for r in results),
               "worst": max(r["worst"] or 0 for r in results),
@@ -215,7 +228,7 @@ def sessions_held(server: Server, seconds: float, counts: tuple[int, ...]) -> li
         holds = totals["dry"] == 0 and totals["share"] <= 0.05 and on_time and ratio is not None and ratio >= 0.8
         rows.append(totals | {"gain_min": min(gains), "gain_max": max(gains), "ratio": ratio,
                               "holds": "yes" if holds else "no"})
-        print(f"{sessions} session(s): held-out gain {min(gains):.2f}–{max(gains):.2f}, late {totals['share']:.0%}, "
+        print(f"{sessions} session(s), {totals['admitted']} admitted: held-out gain {min(gains):.2f}–{max(gains):.2f}, late {totals['share']:.0%}, "
               f"dry {totals['dry']}, holds {rows[-1]['holds']}", flush=True)
     return rows
 
@@ -254,6 +267,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--sessions", type=int, nargs="+", help="session counts to run (default 1 2 4 6 8)")
     parser.add_argument("--batch", choices=("on", "off"), default="on", help="the server's --batch (default on)")
+    parser.add_argument("--max-sessions", default="32", metavar="N|auto",
+                        help="the server's --max-sessions (default 32; auto: sessions beyond what it holds are refused)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 6.0)
@@ -261,7 +276,7 @@ def main() -> None:
     if counts[0] != 1:
         parser.error("--sessions must start with 1: the lone session is what quality is compared to")
     with tempfile.TemporaryDirectory() as folder:
-        server = Server(Path(folder), "--batch", args.batch)
+        server = Server(Path(folder), "--batch", args.batch, "--max-sessions", args.max_sessions)
         try:
             rows = []
             ping_times: list[float] = []
@@ -289,16 +304,20 @@ def main() -> None:
                       f"p99 {np.percentile(ping_times, 99):.2f} ms, worst {max(ping_times):.2f} ms ({len(ping_times)} pings)")
             capacity = sessions_held(server, seconds, counts)
             print(f"\nReal-time sessions at once ({RATE} Hz mono, blocks of 512, {QUALITY_PAIR} with its style, "
-                  f"--batch {args.batch}; holds = no dry block, ≤ 5 % late chunks, no answer after the reported latency, "
+                  f"--batch {args.batch}, --max-sessions {args.max_sessions}; holds = no dry block, ≤ 5 % late chunks, no answer after the reported latency, "
                   "every session's held-out gain ≥ 0.8 of the lone session's)")
-            print(table(capacity, [Column("sessions", "sessions"), Column("iterations", "steps/chunk", "{:.1f}"),
+            print(table(capacity, [Column("sessions", "sessions"), Column("admitted", "admitted"),
+                                   Column("iterations", "steps/chunk", "{:.1f}"),
                                    Column("batch", "sessions per step", "{:.1f}"),
                                    Column("share", "late chunks", "{:.0%}"), Column("dry", "dry/missing blocks"),
                                    Column("reported", "reported ms", "{:.0f}"), Column("worst", "worst ms", "{:.0f}"),
                                    Column("late_blocks", "late blocks"), Column("gain_min", "held-out gain (least)", "{:.2f}"),
                                    Column("gain_max", "(most)", "{:.2f}"), Column("ratio", "least ÷ lone", "{:.2f}"),
                                    Column("holds", "holds")], args.markdown))
-            held = [row["sessions"] for row in capacity if row["holds"] == "yes"]
+            refusals = sorted({row["refusal"] for row in capacity if row["refusal"]})
+            for refusal in refusals:
+                print(f"refused: {refusal}")
+            held = [row["admitted"] for row in capacity if row["holds"] == "yes"]
             print(f"sessions held: {max(held) if held else 0} (cores: {os.cpu_count()}; load average at the end: "
                   f"{os.getloadavg()[0]:.2f})")
             rates = param_rates(server, 2000)

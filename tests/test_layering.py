@@ -32,7 +32,8 @@ def imported_by(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["gramophone.osc", "gramophone.dsp", "gramophone.stages", "gramophone.params",
-                                    "gramophone.audio", "gramophone_client.osc", "gramophone_client.transport"])
+                                    "gramophone.capacity", "gramophone.audio", "gramophone_client.osc",
+                                    "gramophone_client.transport"])
 def test_torch_free_layers_never_load_torch(module):
     assert "torch" not in imported_by(module)
 

@@ -18,7 +18,7 @@ from gramophone.dsp.analysis import analyse
 from gramophone.dsp.bands import frame_energy_db
 from gramophone.params import Parameters
 from gramophone.engine.presets import get_preset
-from gramophone.engine.stream import StreamConfig, StreamProcessor
+from gramophone.engine.stream import FINISH_SAFETY, MARGIN_SECONDS, StreamConfig, StreamProcessor
 from gramophone.engine.style import StyleTarget, learn_style
 from levelutil import level_distance
 from testpresets import OTHER, SMALL, lacking, quick_warm_up, without
@@ -525,6 +525,21 @@ def test_reported_latency_bounds_when_each_block_comes_out(style_a, rate, block,
     assert max(waits) + budget * chunk_samples + reserve <= latency
     # and it is not padded far beyond what the stream needs
     assert latency <= max(waits) + budget * (block // chunk_samples + 1) * chunk_samples + reserve + 1
+
+
+def test_demand_counts_the_kept_share_of_the_budget_and_the_chunks_other_work(style_a):
+    """What ``--max-sessions auto`` weighs: 0.8 of the budget (fitted to ``max_latency`` where
+    given) for the steps, and the chunk's other work, timed at ``prepare``, per second of audio."""
+    proc = StreamProcessor(make_params(budget=0.5), style_a, SMALL, mode="live")
+    proc.prepare(48000, 1, 512)
+    assert proc.demand.steps == pytest.approx(0.8 * 0.5)
+    chunk_seconds = proc.config.chunk_frames * proc.hop / 48000
+    assert proc.demand.other == pytest.approx(proc.chunk_work_seconds / chunk_seconds) and 0 < proc.demand.other < 1
+    finishing = (proc.reserve_seconds - MARGIN_SECONDS) / FINISH_SAFETY
+    assert proc.chunk_work_seconds >= finishing * (1 - 1e-9)  # the finishing is part of the whole
+    fitted = StreamProcessor(make_params(budget=0.5), style_a, SMALL, mode="live")
+    fitted.prepare(48000, 1, 512, max_latency=proc.latency_samples - 1000)
+    assert fitted.demand.steps == pytest.approx(0.8 * fitted.prepared_budget) and fitted.prepared_budget < 0.5
 
 
 def test_blocks_pushed_in_real_time_come_out_within_the_latency(style_a):

@@ -320,7 +320,7 @@ void Link::connect(int64_t now) {
     // The most latency the server may take and still be in time for the audio thread: the server
     // lowers its optimiser budget to fit it (reply port 0: answers come to this socket).
     const int64_t room = answer_window(format_.latency, format_.block, format_.host_block, format_.crossfade) -
-                         static_cast<int64_t>(std::ceil(kMarginSeconds * format_.sample_rate));
+                         static_cast<int64_t>(std::ceil((kMarginSeconds + kSendSeconds) * format_.sample_rate));
     osc::Writer request(out_, sizeof out_);
     request.begin("/connect", unfitted_ ? "iii" : "iiiii")
         .i32(static_cast<int32_t>(format_.sample_rate))

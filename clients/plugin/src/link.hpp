@@ -54,6 +54,10 @@ struct Report {
 class Link {
 public:
     static constexpr double kMarginSeconds = 0.005;  // beyond the server's latency: send, receive, jitter
+    // How long a finished block may wait for the network thread (it polls every millisecond) and
+    // still go out live: kept out of the room the server is offered, so a server that fits its
+    // latency to that room exactly still leaves the blocks time to leave.
+    static constexpr double kSendSeconds = 0.002;
 
     Link(Controls& controls, Report& report);
     ~Link();  // ends the session and the thread

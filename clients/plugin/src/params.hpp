@@ -54,9 +54,11 @@ enum ParamIndex : uint32_t {
 constexpr uint32_t kStyleSlots = 32;
 constexpr int kDefaultAddress[4] = {127, 0, 0, 1};
 constexpr int kDefaultPort = 57300;  // the server's default
-// The server's latency (185-192 ms at 48 kHz, 171-178 ms at 44.1 kHz, mono to stereo) and the
-// margin fit inside with host blocks up to 1024 frames, with about 10 ms to spare.
-constexpr float kDefaultLatencyMs = 220.0f;
+// At 48 kHz this leaves the server 187 ms at host blocks of 512 and 1024 frames (its own latency
+// is 185-192 ms there: it lowers its optimiser budget a little to fit when it must), 182 ms at
+// 256 and 178-179 ms at 64-128: the answer window loses the crossfade, the margin and, for
+// blocks under the plugin's, the re-blocking. At 44.1 kHz (server 171-178 ms) it leaves 178-181 ms.
+constexpr float kDefaultLatencyMs = 195.0f;
 constexpr float kMinLatencyMs = 20.0f;
 constexpr float kMaxLatencyMs = 2000.0f;
 

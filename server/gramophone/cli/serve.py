@@ -21,6 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from ..capacity import Capacity
 from ..params import PARAMETERS, Parameters
 
 log = logging.getLogger("gramophone.server")
@@ -31,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "styles_dir": None,  # default_styles_dir()
     "style": [],
     "cache_dir": None,  # the engine's default cache folder
-    "max_sessions": 8,
+    "max_sessions": "auto",
     "log_level": "info",
     "allow": [],
     "idle_timeout": 300.0,
@@ -43,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "batch": "on",
 }
-TYPES = {"http_port": int}  # config keys whose default (None) does not tell their type
+TYPES = {"http_port": int, "max_sessions": (int, str)}  # config keys whose default does not tell their type
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda")
 # The watchdog that answers late blocks dry must get the interpreter within a millisecond or
@@ -52,6 +53,7 @@ DEVICES = ("auto", "cpu", "cuda")
 # watchdog woke up to 10 ms late with two sessions per worker; at 0.25 ms rarely more than 1.
 SWITCH_INTERVAL_SECONDS = 0.00025
 BATCH_WARM_UP = 8  # batch sizes the stepper runs and times before the server listens
+AUTO_MOST_SESSIONS = 32  # --max-sessions auto: the cores decide, up to this many
 
 
 class ConfigError(ValueError):
@@ -77,7 +79,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add("--style", action="append", metavar="NAME=FILE", help="preload a style from an audio file (repeatable)")
     add("--cache-dir", help="where learned styles are cached (default ~/.cache/gramophone)")
     add("--config", metavar="FILE.toml", help="read these options from a TOML file (same keys as the flags)")
-    add("--max-sessions", type=int, help=f"most streams at once (default {DEFAULTS['max_sessions']})")
+    add("--max-sessions", metavar="N|auto", help="most streams at once: a number, or auto (the default): as many as "
+        "this machine's cores hold in real time, each session's demand measured when it connects")
     # its own dest: the top-level parser's --log-level (default "warning") must not be overwritten
     add("--log-level", dest="serve_log_level", choices=LOG_LEVELS, help=f"default {DEFAULTS['log_level']}")
     add("--allow", action="append", metavar="CIDR", help="serve only senders in this network (repeatable)")
@@ -135,7 +138,8 @@ def read_config(path: Path) -> dict[str, Any]:
         if expected is float and isinstance(value, int):
             value = float(value)
         if not isinstance(value, expected) or (expected is list and not all(isinstance(v, str) for v in value)):
-            raise ConfigError(f"{path}: {key} must be {'a list of strings' if expected is list else expected.__name__}")
+            kind = {list: "a list of strings", (int, str): "an integer or a string"}.get(expected) or expected.__name__
+            raise ConfigError(f"{path}: {key} must be {kind}")
         out[name] = value
     return out
 
@@ -292,13 +296,12 @@ def build_server(opts: dict[str, Any]):
         library.select(first)
     except LibraryError as error:
         raise ConfigError(str(error)) from None
-    if opts["max_sessions"] < 1:
-        raise ConfigError("--max-sessions must be at least 1")
     cores = len(os.sched_getaffinity(0))
+    max_sessions, capacity = parse_max_sessions(opts["max_sessions"], cores)
     # Batched, a session's worker waits while its chunk steps with the others': one worker per
     # session keeps every session's chunk able to join the step it is due for.
-    workers = cores + opts["max_sessions"] if stepper is not None else cores
-    config = ServerConfig(host=opts["host"], port=opts["port"], max_sessions=opts["max_sessions"],
+    workers = cores + max_sessions if stepper is not None else cores
+    config = ServerConfig(host=opts["host"], port=opts["port"], max_sessions=max_sessions, capacity=capacity,
                           idle_timeout=opts["idle_timeout"], allow=allow, workers=workers)
     log.info("styles folder %s; %d styles known", styles_dir, len(library.names()))
     # Each worker runs its own chunks: give each a share of the cores rather than letting
@@ -306,14 +309,31 @@ def build_server(opts: dict[str, Any]):
     import torch
     torch.set_num_threads(max(1, cores // config.workers))
     began = time.monotonic()
-    warm_up(library.active, preset, stream_config, stepper=stepper, streams=min(opts["max_sessions"], BATCH_WARM_UP))
+    demand = warm_up(library.active, preset, stream_config, stepper=stepper, streams=min(max_sessions, BATCH_WARM_UP))
     log.info("warmed up in %.1f s: a live stream ran at 48 kHz mono and 44.1 kHz stereo before the first /connect",
              time.monotonic() - began)
+    if capacity is not None:
+        log.info("--max-sessions auto: room for %d sessions like the warm-up's 48 kHz mono one on %d cores "
+                 "(each needs %.2f cores for its steps and %.2f for the rest)", capacity.holds(demand), cores,
+                 demand.steps, demand.other)
     log.info("live steps: %s", f"batched across sessions on {stepper.device}" if stepper is not None
              else "each session alone, on the CPU")
     return Server(config, params, library,
                   lambda params, style: StreamProcessor(params, style=style, preset=preset, config=stream_config,
                                                         stepper=stepper), stepper)
+
+
+def parse_max_sessions(value: int | str, cores: int) -> tuple[int, Capacity | None]:
+    """``--max-sessions``: a number, or ``auto`` (the cores' capacity decides, up to AUTO_MOST_SESSIONS)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return AUTO_MOST_SESSIONS, Capacity(cores)
+    try:
+        count = int(value)
+    except ValueError:
+        raise ConfigError(f"--max-sessions must be a number or auto, got {value!r}") from None
+    if count < 1:
+        raise ConfigError("--max-sessions must be at least 1")
+    return count, None
 
 
 def make_stepper(device: str, batch: str):

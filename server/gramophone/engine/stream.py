@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..capacity import Demand
 from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, to_grid
 from ..params import Parameters
 from ..stages import Context, VoiceControls, build_chain
@@ -75,6 +76,9 @@ PROBE_SHARE = 0.8  # a chunk without a step lowers the step-time estimate toward
 FINISH_SAFETY = 2.0
 MARGIN_SECONDS = 0.011
 WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
+# The share of its budget's steps a stream must keep for its effect to stay near what it has
+# alone (about that share of its held-out gain): what a session's demand counts of its steps.
+KEPT_STEP_SHARE = 0.8
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,8 @@ class StreamProcessor:
         self._stats_lock = threading.Lock()  # only the counters: stats() never waits for a chunk
         self._prepared = False
         self._forced: dict[str, float] = {}  # parameter values the warm-up imposes on its chunks
-        self._finish_times: list[float] | None = None  # each chunk's work after its steps, while the warm-up times it
+        # each chunk's work after its steps, and all its work, while the warm-up times them
+        self._finish_times: list[tuple[float, float]] | None = None
 
     # -- configuration -------------------------------------------------------------
 
@@ -201,7 +206,7 @@ class StreamProcessor:
         self._step_baseline = math.inf  # the warm-up's measure of a step, once it has one
         self._clear_counters()
         self.reset()
-        finishing = self._warm_up()
+        finishing, self.chunk_work_seconds = self._warm_up()
         self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
         reserve = math.ceil(self.reserve_seconds * sample_rate)
         if max_latency is not None:
@@ -210,14 +215,15 @@ class StreamProcessor:
         self._clear_counters()
         self.reset()
 
-    def _warm_up(self) -> float:
+    def _warm_up(self) -> tuple[float, float]:
         """Run the real optimiser over every network of the pool, twice, then time a chunk's finishing work.
 
         The first use of each network, of Adam and of the loss costs torch tens to hundreds
         of milliseconds of set-up; paying it here keeps it out of the first live chunks, and
         the second round seeds the deadline's estimate of a step. Returns the median time a
         chunk took after its steps (synthesis, level maps, limiter) over a few chunks of a
-        loud test signal: the latency's reserve is sized from it.
+        loud test signal, which sizes the latency's reserve, and the median of all a chunk's
+        work but its steps (analysis, colouring and the finishing), which sizes its demand.
         """
         self._history = torch.zeros(self.channels, self.preset.analysis.channels, self.window_frames)
         self._limits = torch.full_like(self._history, math.inf)
@@ -233,8 +239,8 @@ class StreamProcessor:
         self._step_seconds = self._step_baseline
         return self._time_finishing()
 
-    def _time_finishing(self) -> float:
-        """The median finishing time of WARM_UP_CHUNKS chunks (the first, cold, one discarded)."""
+    def _time_finishing(self) -> tuple[float, float]:
+        """The median finishing and whole times of WARM_UP_CHUNKS chunks without steps (the first, cold, one discarded)."""
         self.reset()
         chunk_samples = self.config.chunk_frames * self.hop
         blocks = -(-((WARM_UP_CHUNKS + 2) * chunk_samples + self.n_fft) // self.block_size)
@@ -247,10 +253,11 @@ class StreamProcessor:
                 for start in range(0, signal.shape[1], self.block_size):
                     # arrival long past: every deadline has gone, so no step runs, only the finishing work
                     self._take(None, signal[:, start:start + self.block_size], -math.inf)
-            times = self._finish_times[1:WARM_UP_CHUNKS + 1]
+            times = np.array(self._finish_times[1:WARM_UP_CHUNKS + 1])
         finally:
             self._mode, self._forced, self._finish_times = mode, {}, None
-        return float(np.median(times))
+        finishing, whole = np.median(times, axis=0)
+        return float(finishing), float(whole)
 
     def reset(self) -> None:
         """Forget all audio and running statistics (between songs); format, style and counters stay."""
@@ -302,6 +309,13 @@ class StreamProcessor:
     def budget_seconds(self) -> float:
         """The most a chunk's optimiser may take in live mode (``budget`` × the chunk's duration)."""
         return self.prepared_budget * self.config.chunk_frames * self.hop / self.sample_rate
+
+    @property
+    def demand(self) -> Demand:
+        """The cores this stream needs in real time to stay wet: its chunks' work besides the
+        optimiser, measured at ``prepare``, and KEPT_STEP_SHARE of its steps' budget."""
+        chunk_seconds = self.config.chunk_frames * self.hop / self.sample_rate
+        return Demand(steps=KEPT_STEP_SHARE * self.prepared_budget, other=self.chunk_work_seconds / chunk_seconds)
 
     @property
     def style(self) -> StyleTarget:
@@ -492,7 +506,7 @@ class StreamProcessor:
         self._synthesise(first, spectra, logmag, output, context)
         self._next_frame += count
         if self._finish_times is not None:
-            self._finish_times.append(time.monotonic() - finishing)
+            self._finish_times.append((time.monotonic() - finishing, time.monotonic() - began))
         seconds = count * self.hop / self.sample_rate
         rtf = (time.monotonic() - began) / seconds
         with self._stats_lock:
@@ -645,7 +659,7 @@ def _smooth(estimate: float, sample: float) -> float:
 def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
             formats: tuple[tuple[int, int], ...] = ((48000, 1), (44100, 2)),
             block_size: int = 512, seconds: float = 0.5, stepper: BatchStepper | None = None,
-            streams: int = 1) -> None:
+            streams: int = 1) -> Demand:
     """Pay every one-off cost of a live session's first chunks before a server answers anyone.
 
     Streams ``seconds`` of a test signal, live, through a fresh processor at each
@@ -654,7 +668,8 @@ def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
     every stage of the effect runs whatever the server starts with. After the first
     format a new rate costs a connect nothing more than its own ``prepare``. With a
     ``stepper`` the streams step through it, and it then runs and times a batched step of
-    every size up to ``streams`` mono windows.
+    every size up to ``streams`` mono windows. Returns the demand of a stream of the first
+    format, prepared again once everything is warm (the first prepare times cold code).
     """
     for rate, channels in formats:
         processor = StreamProcessor(Parameters(), style, preset, config=config, stepper=stepper)
@@ -665,6 +680,9 @@ def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
         processor.flush()
         if stepper is not None and (rate, channels) == formats[0]:
             stepper.warm_up(processor.nets, style.grams, preset.analysis.channels, processor.window_frames, streams)
+    processor = StreamProcessor(Parameters(), style, preset, config=config, stepper=stepper)
+    processor.prepare(*formats[0], block_size)
+    return processor.demand
 
 
 def _test_signal(sample_rate: int, channels: int, length: int) -> np.ndarray:

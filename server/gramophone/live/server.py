@@ -28,6 +28,7 @@ import numpy as np
 from .. import __version__
 
 from .. import priority
+from ..capacity import Capacity, Demand
 from .library import LibraryError, StyleLibrary
 from ..params import PARAMETERS, Parameters
 from ..osc.protocol import PARAM_PREFIX, REPLY_ADDRESSES, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
@@ -63,6 +64,7 @@ class Processor(Protocol):
     latency_samples: int
     prepared_budget: float
     budget_seconds: float  # the most a chunk's optimiser may take in live mode
+    demand: Demand  # the cores it needs in real time
 
     def prepare(self, sample_rate: int, channels: int, block_size: int, max_latency: int | None = None) -> None: ...
     def push(self, seq: int, block: np.ndarray, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
@@ -89,6 +91,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 57300
     max_sessions: int = 8
+    capacity: Capacity | None = None  # --max-sessions auto: also admit only while the sessions' demands fit
     idle_timeout: float = 300.0
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -213,6 +216,9 @@ class Server:
         self._outstanding = 0
         self._idle = threading.Condition(self._lock)
         self._session_ids = itertools.count(1)
+        # One prepare at a time: each times its chunks to weigh its demand, and connects made at
+        # once would otherwise time each other's warm-ups, not the load they will share.
+        self._preparing = threading.Lock()
         self._denied: set[str] = set()
         self.http_port = 0  # the OSCQuery port (oscquery.py), 0 when off: logged and told in /version/reply
         self._stopping = threading.Event()
@@ -637,12 +643,18 @@ class Server:
             raise ProtocolError("/connect", f"block_size × channels = {block_size * channels} does not fit a UDP datagram "
                                 f"as a float list (at most {max_udp_samples()}); use smaller blocks or TCP")
         processor = self._factory(self.params, self.library.active)
-        processor.prepare(sample_rate, channels, block_size, max_latency)
+        with self._preparing:
+            processor.prepare(sample_rate, channels, block_size, max_latency)
         session = Session(next(self._session_ids), processor, sample_rate, channels, block_size)
         with self._lock:  # count and claim together, so two connects cannot both take the last place
-            others = sum(1 for p in self._peers.values() if p.session and p is not peer)
-            if others >= self.config.max_sessions:
-                raise ProtocolError("/connect", f"server full: {others} sessions (--max-sessions {self.config.max_sessions})")
+            others = [p.session for p in self._peers.values() if p.session and p is not peer]
+            held = f"{len(others)} session{'' if len(others) == 1 else 's'}"
+            if len(others) >= self.config.max_sessions:
+                raise ProtocolError("/connect", f"server full: {held} (--max-sessions {self.config.max_sessions})")
+            if self.config.capacity is not None:
+                refusal = self.config.capacity.refusal([other.processor.demand for other in others], processor.demand)
+                if refusal is not None:
+                    raise ProtocolError("/connect", f"server full: {held}; {refusal} (--max-sessions auto)")
             replaced, peer.session = peer.session, session
         if replaced is not None:
             log.info("session %d replaced by a new /connect", replaced.id)
