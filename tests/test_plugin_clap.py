@@ -32,7 +32,7 @@ def test_offline_the_latency_setting_reaches_the_host_before_activation(plugin_b
 def test_in_real_time_the_answers_arrive_before_they_are_needed(plugin_build, plugin_server, plugin_speech, tmp_path):
     """Live, host blocks of 128: once connected the blocks are wet, every wet answer in before it
     was needed. A server on a busy machine may still answer a few blocks dry (it logs "falls
-    behind"): the plugin plays those from its own copy, crossfaded, and counts exactly them."""
+    behind"): the plugin plays those from its own copy, crossfaded, and counts them."""
     audio = plugin_speech[RATE]
     run = run_clap_host(plugin_build, tmp_path, audio, block=128, realtime=True, params={"Server port": plugin_server.port})
     outputs = run.outputs()
@@ -44,7 +44,11 @@ def test_in_real_time_the_answers_arrive_before_they_are_needed(plugin_build, pl
     connected = next(entry["t"] for entry in run.trace if entry["outputs"]["Connected"] == 1)
     first_wet = int(np.argmin(dry))
     assert first_wet * BLOCK[RATE] / RATE < connected + 0.5  # wet soon after connecting
-    assert dry[first_wet:].sum() == outputs["Late blocks"] <= 0.05 * len(dry)
+    # the blocks it counts late are the dry ones pushed while the session was up: all from the first
+    # wet one on, and perhaps a few just before it (too old to send once the session came up)
+    since_connected = max(0, int(connected * RATE / BLOCK[RATE]) - 1)
+    assert dry[first_wet:].sum() <= outputs["Late blocks"] <= dry[since_connected:].sum()
+    assert outputs["Late blocks"] <= 0.05 * len(dry)
     assert error_db(out, audio) > -20  # the default style changed the sound
 
 
