@@ -189,7 +189,8 @@ def at_once(server: Server, sessions: int, seconds: float, audio: np.ndarray | N
     late = sum(r["late"] for r in results)
     dry = sum(r["dry"] for r in results) + sum(r["blocks"] - r["returned"] for r in results)
     share = late / (chunks_in(seconds) * len(results))
-    totals = {"sessions": sessions, "admitted": len(results), "refusal": refused[0] if refused else "", "iterations": np.mean([r["iterations"] for r in results]),
+    totals = {"sessions": sessions, "admitted": len(results), "refusal": refused[0] if refused else "",
+              "iterations": np.mean([r["iterations"] for r in results]),
               "late": late, "share": share, "dry": dry, "reported": min(r["latency_ms"] for r in results),
               "worst_over": max((r["worst"] or 0) - r["latency_ms"] for r in results),
               "worst": max(r["worst"] or 0 for r in results),
@@ -228,8 +229,8 @@ def sessions_held(server: Server, seconds: float, counts: tuple[int, ...]) -> li
         holds = totals["dry"] == 0 and totals["share"] <= 0.05 and on_time and ratio is not None and ratio >= 0.8
         rows.append(totals | {"gain_min": min(gains), "gain_max": max(gains), "ratio": ratio,
                               "holds": "yes" if holds else "no"})
-        print(f"{sessions} session(s), {totals['admitted']} admitted: held-out gain {min(gains):.2f}–{max(gains):.2f}, late {totals['share']:.0%}, "
-              f"dry {totals['dry']}, holds {rows[-1]['holds']}", flush=True)
+        print(f"{sessions} session(s), {totals['admitted']} admitted: held-out gain {min(gains):.2f}–{max(gains):.2f}, "
+              f"late {totals['share']:.0%}, dry {totals['dry']}, holds {rows[-1]['holds']}", flush=True)
     return rows
 
 
@@ -304,8 +305,8 @@ def main() -> None:
                       f"p99 {np.percentile(ping_times, 99):.2f} ms, worst {max(ping_times):.2f} ms ({len(ping_times)} pings)")
             capacity = sessions_held(server, seconds, counts)
             print(f"\nReal-time sessions at once ({RATE} Hz mono, blocks of 512, {QUALITY_PAIR} with its style, "
-                  f"--batch {args.batch}, --max-sessions {args.max_sessions}; holds = no dry block, ≤ 5 % late chunks, no answer after the reported latency, "
-                  "every session's held-out gain ≥ 0.8 of the lone session's)")
+                  f"--batch {args.batch}, --max-sessions {args.max_sessions}; holds = no dry block, ≤ 5 % late chunks, "
+                  "no answer after the reported latency, every session's held-out gain ≥ 0.8 of the lone session's)")
             print(table(capacity, [Column("sessions", "sessions"), Column("admitted", "admitted"),
                                    Column("iterations", "steps/chunk", "{:.1f}"),
                                    Column("batch", "sessions per step", "{:.1f}"),
