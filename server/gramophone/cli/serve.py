@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "styles_dir": None,  # default_styles_dir()
     "style": [],
     "cache_dir": None,  # the engine's default cache folder
-    "max_sessions": "auto",
+    "max_sessions": 8,
     "log_level": "info",
     "allow": [],
     "idle_timeout": 300.0,
@@ -79,8 +79,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add("--style", action="append", metavar="NAME=FILE", help="preload a style from an audio file (repeatable)")
     add("--cache-dir", help="where learned styles are cached (default ~/.cache/gramophone)")
     add("--config", metavar="FILE.toml", help="read these options from a TOML file (same keys as the flags)")
-    add("--max-sessions", metavar="N|auto", help="most streams at once: a number, or auto (the default): as many as "
-        "this machine's cores hold in real time, each session's demand measured when it connects")
+    add("--max-sessions", metavar="N|auto", help=f"most streams at once (default {DEFAULTS['max_sessions']}), or auto: as "
+        "many as this machine's cores hold in real time, each session's demand measured when it connects")
     # its own dest: the top-level parser's --log-level (default "warning") must not be overwritten
     add("--log-level", dest="serve_log_level", choices=LOG_LEVELS, help=f"default {DEFAULTS['log_level']}")
     add("--allow", action="append", metavar="CIDR", help="serve only senders in this network (repeatable)")
