@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.optim.adam import adam as adam_step
+
+from .adam import Adam
 
 PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
 STYLE_CACHE = 8  # style grams kept on the device (a crossfade makes a new mixture every chunk)
@@ -59,7 +60,7 @@ class StepJob:
     window: torch.Tensor
     limits: torch.Tensor
     correction: torch.Tensor
-    adam: torch.optim.Adam
+    adam: Adam
     grams: torch.Tensor
     nets: Sequence[nn.Module]
     style_weight: float
@@ -148,7 +149,8 @@ def batched_step(jobs: Sequence[StepJob], net: nn.Module, index: int,
         gradient = corrections.grad
         if owners is not None:
             gradient = torch.zeros(len(jobs), *gradient.shape[1:], device=gradient.device).index_add_(0, owners, gradient)
-        _adam([job.correction for job in jobs], list(gradient.split(1)), [job.adam for job in jobs])
+        for job, grad in zip(jobs, gradient.split(1)):
+            job.adam.step(job.correction, grad)
 
 
 _NORMS: dict[int, tuple[torch.Tensor, list[float | None]]] = {}  # id(grams) → (grams, ‖Gᵢ‖² per network)
@@ -173,26 +175,6 @@ def _owners(jobs: Sequence[StepJob]) -> torch.Tensor | None:
     if all(job.rows == 1 for job in jobs):
         return None
     return torch.tensor([number for number, job in enumerate(jobs) for _ in range(job.rows)], device=jobs[0].window.device)
-
-
-def _adam(params: list[torch.Tensor], grads: list[torch.Tensor], optimisers: list[torch.optim.Adam]) -> None:
-    """One Adam step of each parameter with its own optimiser's state and settings, in as few calls as
-    ``torch.optim.adam`` allows (one per setting; every stream of a server normally shares one)."""
-    groups: dict[tuple, list[int]] = {}
-    for number, (param, optimiser) in enumerate(zip(params, optimisers)):
-        settings = optimiser.param_groups[0]
-        state = optimiser.state[param]
-        if not state:  # as torch.optim.Adam makes it on a parameter's first step
-            state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        groups.setdefault((settings["lr"], *settings["betas"], settings["eps"], settings["weight_decay"]), []).append(number)
-    for (lr, beta1, beta2, eps, weight_decay), members in groups.items():
-        states = [optimisers[number].state[params[number]] for number in members]
-        adam_step([params[number] for number in members], [grads[number] for number in members],
-                  [state["exp_avg"] for state in states], [state["exp_avg_sq"] for state in states], [],
-                  [state["step"] for state in states], foreach=True, amsgrad=False, beta1=beta1, beta2=beta2, lr=lr,
-                  weight_decay=weight_decay, eps=eps, maximize=False)
 
 
 def _same_style(jobs: Sequence[StepJob]) -> list[list[StepJob]]:
@@ -243,15 +225,13 @@ class _Staged:
     def __init__(self, job: StepJob, device: torch.device, grams: torch.Tensor) -> None:
         self.original = job
         self.correction = job.correction.detach().to(device).requires_grad_(True)
-        adam = torch.optim.Adam([self.correction], **{k: v for k, v in job.adam.param_groups[0].items() if k != "params"})
-        adam.load_state_dict(job.adam.state_dict())
-        self.job = StepJob(job.window.to(device), job.limits.to(device), self.correction, adam, grams, job.nets,
-                           job.style_weight, job.content_weight, job.iterations, job.deadline, job.step_hint)
+        self.job = StepJob(job.window.to(device), job.limits.to(device), self.correction, job.adam.copy(device), grams,
+                           job.nets, job.style_weight, job.content_weight, job.iterations, job.deadline, job.step_hint)
 
     def write_back(self) -> None:
         with torch.no_grad():
             self.original.correction.copy_(self.correction.detach().cpu())
-        self.original.adam.load_state_dict(self.job.adam.state_dict())
+        self.original.adam.take(self.job.adam, self.original.correction.device)
 
 
 class BatchStepper:
@@ -315,7 +295,7 @@ class BatchStepper:
         return job.steps
 
     @contextmanager
-    def expecting(self, stream: torch.optim.Adam) -> Iterator[None]:
+    def expecting(self, stream: Adam) -> Iterator[None]:
         """Tell the stepper that ``stream`` (its optimiser) is preparing a chunk whose job follows shortly."""
         with self._cond:
             self._expected.add(id(stream))
@@ -370,7 +350,7 @@ class BatchStepper:
                 correction = torch.zeros(1, channels, 1, requires_grad=True)
                 window = 3 * torch.rand(1, channels, frames, generator=generator)
                 jobs.append(StepJob(window, torch.full_like(window, math.inf), correction,
-                                    torch.optim.Adam([correction], lr=0.02), grams, nets, 1.0, 0.3, 1, math.inf))
+                                    Adam(lr=0.02), grams, nets, 1.0, 0.3, 1, math.inf))
             key = jobs[0].key
             staged = [_Staged(job, self.device, self._device_grams(grams)).job for job in jobs] if self.staged else jobs
             for step in range(steps):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .adam import Adam
 from .network import FeatureNet
 from .objective import content_loss, gram, style_loss
 
@@ -160,16 +161,16 @@ def _report(result: Result, callback: Callback | None, deadline: float | None, b
 def _adam(spectrogram: torch.Tensor, objective: Objective, iterations: int, learning_rate: float,
           callback: Callback | None, deadline: float | None, first_net: int, began: float, result: Result,
           upper: torch.Tensor | None) -> None:
-    optimiser = torch.optim.Adam([spectrogram], lr=learning_rate)
+    optimiser = Adam(lr=learning_rate)
     pool = len(objective.nets)
     for iteration in range(iterations):
         if deadline is not None and time.monotonic() >= deadline:
             result.out_of_time = True
             return
-        optimiser.zero_grad(set_to_none=True)
+        spectrogram.grad = None
         loss, style, content = objective.total((first_net + iteration) % pool, spectrogram)
         loss.backward()
-        optimiser.step()
+        optimiser.step(spectrogram, spectrogram.grad)
         if upper is not None:
             with torch.no_grad():
                 spectrogram.copy_(torch.minimum(spectrogram, upper))

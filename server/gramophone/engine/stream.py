@@ -54,6 +54,7 @@ from ..capacity import Demand
 from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, to_grid
 from ..params import Parameters
 from ..stages import Context, VoiceControls, build_chain
+from .adam import Adam
 from .batch import BatchStepper, StepJob
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
@@ -278,7 +279,7 @@ class StreamProcessor:
             self._history = torch.zeros(channels, self.preset.analysis.channels, 0)  # recent coloured frames
             self._limits = torch.zeros(channels, self.preset.analysis.channels, 0)  # and their ceilings
             self._correction = torch.zeros(1, self.preset.analysis.channels, 1, requires_grad=True)
-            self._adam = torch.optim.Adam([self._correction], lr=self.params.get("learning_rate"))
+            self._adam = Adam(lr=self.params.get("learning_rate"))
             self._chain.reset()
             self._phase_rng = np.random.default_rng(0)  # fill_phase's draws: a render repeats exactly
             self._net_cursor = 0
@@ -534,8 +535,7 @@ class StreamProcessor:
         iterations = int(values["iterations"])
         style_weight, content_weight = values["style_weight"], values["content_weight"]
         window = self._history
-        for group in self._adam.param_groups:
-            group["lr"] = values["learning_rate"]
+        self._adam.lr = values["learning_rate"]
         live = self.mode == "live"
         if live and self.stepper is not None:
             return self.stepper.run(StepJob(window, self._limits, self._correction, self._adam, style.grams, self.nets,
@@ -551,9 +551,9 @@ class StreamProcessor:
             loss = style_weight * style_loss(gram(self.nets[index](corrected)), style.grams[index])
             if content_weight > 0:
                 loss = loss + content_weight * content_loss(corrected, window)
-            self._adam.zero_grad(set_to_none=True)
+            self._correction.grad = None
             loss.backward()
-            self._adam.step()
+            self._adam.step(self._correction, self._correction.grad)
             steps += 1
             self._step_seconds = _smooth(self._step_seconds, time.monotonic() - began)
         if steps == 0:  # no new sample: drift down, toward the warm-up's measure or below it, so one
