@@ -8,22 +8,28 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from ..audio import AudioError, load_audio, save_audio, validate_audio
-from ..engine.cache import StyleCache
-from ..live.library import BUILTIN_DIR, BUILTIN_SUFFIXES
-from ..engine.optimize import Step
+from ..builtin_styles import builtin_style_files
 from ..engine.presets import Preset, get_preset
-from ..engine.style import StyleTarget, mix_targets
-from ..engine.offline import stylize
+
+if TYPE_CHECKING:
+    from ..engine.cache import StyleCache
+    from ..engine.optimize import Step
+    from ..engine.style import StyleTarget
+
+# A clip given as a style, or the name of a learned one.
+StyleSource = tuple[str, tuple[np.ndarray, int]] | str
 
 
 def resolve_device(name: str) -> str:
     """``auto`` picks CUDA when present; asking for CUDA without it is a one-line error."""
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -42,43 +48,41 @@ def stylize_preset(args: argparse.Namespace) -> Preset:
     )
 
 
-def load_styles(specs: list[str], preset: Preset, cache: StyleCache) -> tuple[StyleTarget, list[tuple[np.ndarray, int]]]:
-    """Style files (learned through the cache) or names of learned styles; several are mixed equally.
-
-    Returns the target and the style audio (for the report and the plot; empty for names).
-    """
-    targets, clips = [], []
+def read_styles(specs: list[str], preset: Preset) -> list[StyleSource]:
+    """Each style spec as a checked clip (a file or a built-in style) or the name of a learned style."""
+    builtin = builtin_style_files()
+    sources: list[StyleSource] = []
     for spec in specs:
         path = Path(spec)
-        clip = path if path.exists() or path.suffix else builtin_style_path(spec)
-        if clip is not None:
-            audio, sample_rate = load_audio(clip)
-            clips.append((audio, sample_rate))
-            targets.append(cache.learn([(audio, sample_rate)], preset, name=clip.stem))
+        clip = path if path.exists() or path.suffix else builtin.get(spec)
+        if clip is None:
+            sources.append(spec)
+            continue
+        audio, sample_rate = load_audio(clip)
+        audio = validate_audio(audio, str(clip), min_samples=preset.analysis.n_fft(sample_rate))
+        sources.append((clip.stem, (audio, sample_rate)))
+    return sources
+
+
+def learn_styles(sources: list[StyleSource], preset: Preset, cache: StyleCache) -> StyleTarget:
+    """The target of the style clips (learned through the cache) and learned styles; several are mixed equally."""
+    from ..engine.style import mix_targets
+
+    targets = []
+    for source in sources:
+        if not isinstance(source, str):
+            name, clip = source
+            targets.append(cache.learn([clip], preset, name=name))
             continue
         try:
-            target = cache.load_named(spec)
+            target = cache.load_named(source)
         except KeyError:
-            raise AudioError(f"{spec}: no such file, learned style or built-in style "
-                             f"({', '.join(builtin_style_names())}); check the name") from None
+            raise AudioError(f"{source}: no such file, learned style or built-in style "
+                             f"({', '.join(builtin_style_files())}); check the name") from None
         if not target.compatible_with(preset):
-            raise ValueError(f"style {spec!r} was learned with other settings than preset {preset.name!r}; learn it again")
+            raise ValueError(f"style {source!r} was learned with other settings than preset {preset.name!r}; learn it again")
         targets.append(target)
-    target = targets[0] if len(targets) == 1 else mix_targets([(t, 1.0) for t in targets])
-    return target, clips
-
-
-def builtin_style_names() -> list[str]:
-    return sorted(path.stem for path in BUILTIN_DIR.iterdir() if path.suffix.lower() in BUILTIN_SUFFIXES)
-
-
-def builtin_style_path(name: str) -> Path | None:
-    """The clip of the built-in style ``name`` (shipped in ``gramophone/data/styles``), if there is one."""
-    for suffix in BUILTIN_SUFFIXES:
-        path = BUILTIN_DIR / f"{name}{suffix}"
-        if path.is_file():
-            return path
-    return None
+    return targets[0] if len(targets) == 1 else mix_targets([(target, 1.0) for target in targets])
 
 
 def check_output(path: Path) -> None:
@@ -92,12 +96,17 @@ def run_stylize(args: argparse.Namespace) -> int:
     if args.plot is not None:
         check_output_folder(args.plot)
     preset = stylize_preset(args)
-    device = resolve_device(args.device)
     content, sample_rate = load_audio(args.content, sample_rate=args.sample_rate)
     # Bad content must fail before the progress bar draws, so the error stays one line.
     content = validate_audio(content, str(args.content), min_samples=preset.analysis.n_fft(sample_rate))
-    cache = StyleCache(args.cache_dir)
-    target, style_clips = load_styles(args.styles, preset, cache)
+    sources = read_styles(args.styles, preset)
+    # The engine (torch takes seconds to import) only now, so bad input is told at once.
+    from ..engine.cache import StyleCache
+    from ..engine.offline import stylize
+
+    device = resolve_device(args.device)
+    target = learn_styles(sources, preset, StyleCache(args.cache_dir))
+    style_clips = [source[1] for source in sources if not isinstance(source, str)]
     bar = tqdm(total=preset.iterations, disable=args.quiet, unit="it", desc="stylize", file=sys.stderr)
     losses: list[Step] = []
 
@@ -150,6 +159,8 @@ def print_report(content: np.ndarray, content_rate: int, result, style_clips: li
 
 
 def run_style(args: argparse.Namespace) -> int:
+    from ..engine.cache import StyleCache
+
     cache = StyleCache(args.cache_dir)
     if args.style_command == "learn":
         preset = get_preset(args.preset)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from ..dsp.analysis import AnalysisConfig
 from ..stages import (CeilingSettings, ColourSettings, FrameHoldSettings, LevelsSettings, LimiterSettings,
                       MatchEQSettings, StageSettings, VoiceControls, VoiceSettings)
-from .network import NetworkConfig
+from .network_config import NetworkConfig
 
 LOSSES = ("relative", "article", "ulyanov")
 VOICE_CONTROLS = ("pitch", "formant", "pitch_follow", "formant_follow")  # the voice stage's, set through with_overrides

@@ -16,13 +16,12 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 
 from ..audio import AudioError, load_audio
+from ..builtin_styles import builtin_style_files
 from ..engine.cache import StyleCache, check_name
 from ..engine.presets import Preset
 from ..engine.style import StyleTarget, mix_targets
 
 log = logging.getLogger(__name__)
-BUILTIN_DIR = Path(__file__).parent.parent / "data" / "styles"  # gramophone/data/styles
-BUILTIN_SUFFIXES = (".wav", ".flac")
 DEFAULT_STYLE = "voice"
 
 
@@ -58,9 +57,7 @@ class StyleLibrary:
         self.active: StyleTarget | None = None
         self.active_name: str | None = None
         self._listeners: list[Callable[[], None]] = []
-        for path in sorted(BUILTIN_DIR.glob("*")):
-            if path.suffix.lower() in BUILTIN_SUFFIXES:
-                self._files[path.stem] = path
+        self._files.update(builtin_style_files())
 
     # -- lookup -------------------------------------------------------------------------
 
