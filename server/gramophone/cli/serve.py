@@ -187,6 +187,7 @@ def run_serve(args: argparse.Namespace) -> int:
         opts = settings(args)
         configure_logging(opts["log_level"])
         check_exposure(opts["host"], opts["allow"])
+        check_ports_free(opts["host"], opts["port"], http_port(opts, opts["port"]))
         server = build_server(opts)
         http = build_http(server, opts)
     except (ConfigError, ValueError, OSError) as error:
@@ -212,16 +213,41 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def http_port(opts: dict[str, Any], osc_port: int) -> int | None:
+    """The OSCQuery port (``--http-port``; by default the OSC port + 1, any free one beside port 0), None when off."""
+    if opts["http_port"] == 0:
+        return None
+    port = opts["http_port"] if opts["http_port"] is not None else (osc_port + 1 if osc_port else 0)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--http-port {port}: must be within 0–65535")
+    return port
+
+
+def check_ports_free(host: str, osc_port: int, oscquery_port: int | None) -> None:
+    """Bind and let go of the numbered ports, so that a taken one fails in a moment, not after the
+    engine's start-up. They are held only later, once the server can answer what arrives on them."""
+    from ..osc.oscquery import bind_http
+    from ..osc.transport import bind
+
+    if osc_port:
+        try:
+            sockets = bind(host, osc_port)
+        except OSError as error:
+            raise OSError(f"--port {osc_port}: cannot listen on {host}:{osc_port} ({error.strerror})") from None
+        for sock in sockets:
+            sock.close()
+    if oscquery_port:
+        bind_http(host, oscquery_port).close()
+
+
 def build_http(server, opts: dict[str, Any]):
-    """The OSCQuery port beside the OSC one (``--http-port``), bound now so a busy port fails at startup; None when off."""
+    """The OSCQuery port beside the OSC one, bound now (before the "listening" line); None when off."""
     from ..osc.discovery import service_name
     from ..osc.oscquery import OscQuery
 
-    if opts["http_port"] == 0:
+    port = http_port(opts, opts["port"])
+    if port is None:
         return None
-    port = opts["http_port"] if opts["http_port"] is not None else (server.port + 1 if opts["port"] else 0)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--http-port {port}: must be within 0–65535")
     http = OscQuery(server, opts["host"], port, service_name())
     server.http_port = http.port
     return http

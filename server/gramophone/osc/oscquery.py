@@ -96,6 +96,19 @@ class WsConnection:
         await self._ws.close()
 
 
+def bind_http(host: str, port: int) -> socket.socket:
+    """A socket bound to the OSCQuery port; a port it cannot have is a one-line ``OSError``."""
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise OSError(f"--http-port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
+    return sock
+
+
 class OscQuery:
     """The HTTP port of a running ``Server``: ``start``, ``stop_receiving``, then ``close``."""
 
@@ -104,14 +117,7 @@ class OscQuery:
         self.params, self.library = server.params, server.library
         self._allow = server.config.allow
         self._open, self._packet, self._close = server.connection_handlers()
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._sock.bind(address)
-        except OSError as error:
-            self._sock.close()
-            raise OSError(f"--http-port {port}: cannot listen on {host}:{port} ({error.strerror})") from None
+        self._sock = bind_http(host, port)
         self.port = self._sock.getsockname()[1]
         self._hosts = _own_names(self._sock.getsockname()[0])
         self._page = _read_page()
