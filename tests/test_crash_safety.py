@@ -52,17 +52,14 @@ def root(tmp_path_factory: pytest.TempPathFactory, speech_pair: tuple[Path, Path
 
 
 @pytest.mark.slow
-def test_kills_at_random_moments_leave_each_style_whole_or_absent(root: Path) -> None:
-    """Loads and recordings in turn, each killed after a random (seeded) delay."""
+def test_kills_at_random_moments_and_mid_write_leave_each_style_whole_or_absent(root: Path) -> None:
+    """Loads and recordings in turn, each killed after a random (seeded) delay; then the worst
+    moments: the cache target half written, then the named style half written. One chain of
+    starts, each checking what the kill before it left."""
     rng = random.Random(SEED)
-    kill_each_then_restart(root, [partial(kill_after, root, f"random{take}", take % 2 == 1, rng.uniform(0, KILL_WINDOW))
-                                  for take in range(RANDOM_KILLS)])
-
-
-@pytest.mark.slow
-def test_kills_the_moment_a_temporary_file_appears_leave_no_style_half_written(root: Path) -> None:
-    """The worst moments: the cache target half written, then the named style half written."""
-    kill_each_then_restart(root, [partial(kill_mid_write, root, folder) for folder in CAUGHT])
+    random_kills = [partial(kill_after, root, f"random{take}", take % 2 == 1, rng.uniform(0, KILL_WINDOW))
+                    for take in range(RANDOM_KILLS)]
+    kill_each_then_restart(root, [*random_kills, *(partial(kill_mid_write, root, folder) for folder in CAUGHT)])
 
 
 def test_leftovers_of_dead_writers_are_removed_and_never_listed(tmp_path: Path) -> None:

@@ -52,3 +52,29 @@ def test_the_public_names_load_lazily():
 
     assert stylize.__module__ == "gramophone.engine.offline"
     assert StreamProcessor.__module__ == "gramophone.engine.stream"
+
+
+def test_the_command_line_checks_its_input_before_it_loads_torch(tmp_path):
+    """A bad file or preset is told in a moment: torch (seconds to import) is not loaded for it."""
+    (tmp_path / "style.wav").write_bytes(b"not audio")
+    probe = ("import sys\nfrom gramophone.cli.main import main\n"
+             "codes = [main(['stylize', *case.split(), '-o', sys.argv[1] + '/out.wav']) for case in sys.argv[2:]]\n"
+             "print(codes, 'torch' in sys.modules)")
+    cases = [f"{tmp_path}/missing.wav voice", f"{tmp_path}/style.wav voice", f"{tmp_path}/style.wav voice --preset nope"]
+    result = subprocess.run([sys.executable, "-c", probe, str(tmp_path), *cases], capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert result.stdout.split() == ["[2,", "2,", "2]", "False"], result.stderr
+
+
+def test_a_live_stream_never_loads_torch_dynamo():
+    """torch.optim imports torch._dynamo (over a second of every start-up): the live steps, alone or
+    batched, use the engine's own Adam."""
+    probe = ("import sys\nimport numpy as np\nfrom gramophone import get_preset, learn_style\n"
+             "from gramophone.engine.batch import BatchStepper\nfrom gramophone.engine.stream import StreamConfig, warm_up\n"
+             "rate = 22050\nclip = 0.1 * np.random.default_rng(0).standard_normal((1, rate)).astype(np.float32)\n"
+             "preset = get_preset('default').with_overrides(iterations=2)\n"
+             "warm_up(learn_style([(clip, rate)], preset), preset, StreamConfig(), formats=((rate, 1),), seconds=0.3,\n"
+             "        stepper=BatchStepper(), streams=2)\n"
+             "print('torch._dynamo' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
