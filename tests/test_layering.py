@@ -1,6 +1,6 @@
 """The layering of docs/architecture.md, checked by importing in a fresh interpreter and reading sys.modules.
 
-The protocol, the DSP, the stages, the parameters and audio I/O never pull in torch (the
+The protocol, the DSP, the stages, the presets, the parameters and audio I/O never pull in torch (the
 client and the protocol layer import them without the engine); the engine never imports
 the network code (``osc``, ``live``) or the command line.
 """
@@ -32,7 +32,8 @@ def imported_by(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["gramophone.osc", "gramophone.dsp", "gramophone.stages", "gramophone.params",
-                                    "gramophone.capacity", "gramophone.audio", "gramophone_client.osc",
+                                    "gramophone.capacity", "gramophone.audio", "gramophone.engine.presets",
+                                    "gramophone.builtin_styles", "gramophone_client.osc",
                                     "gramophone_client.transport"])
 def test_torch_free_layers_never_load_torch(module):
     assert "torch" not in imported_by(module)
