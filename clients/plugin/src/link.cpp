@@ -241,7 +241,10 @@ void Link::judge() {
     const int64_t needed = server_latency_ + static_cast<int64_t>(std::ceil(kMarginSeconds * f.sample_rate));
     const int64_t window = answer_window(f.latency, f.block, f.host_block, f.crossfade);
     fits_ = window >= needed;
-    live_age_limit_ = static_cast<int64_t>((window - needed) / f.sample_rate * 1e9);
+    // A block kept waiting by a busy machine still goes out while the server, answering within
+    // its latency, could be in time: its answer usually comes well before that (it is a worst
+    // case), and one that does come late is played dry like any other late answer.
+    live_age_limit_ = static_cast<int64_t>((window - server_latency_) / f.sample_rate * 1e9);
     const double ms = 1000.0 / f.sample_rate;
     report_.server_latency_ms = static_cast<float>(server_latency_ * ms);
     report_.needed_latency_ms =
