@@ -182,3 +182,19 @@ def test_a_live_processor_steps_through_the_stepper(style_a):
         assert all(samples.size == block for samples in out.values())
         assert stat.iterations_avg > 0
     assert stepper.stats().stream_steps > 0
+
+
+def test_a_step_whose_time_varies_is_planned_with_room_for_it(nets):
+    """Steps of varying time are planned at their smoothed time plus twice its smoothed deviation,
+    so the slower ones still end by the deadline; chunks that get no step let that room decay."""
+    job = make_job(nets, style_grams(nets, 1), 1, 1)
+    steady, varying = BatchStepper(), BatchStepper()
+    for stepper, samples in ((steady, [0.015] * 8), (varying, [0.010, 0.020] * 4)):
+        stepper._shapes[job.key] = {1: 1.0}
+        for sample in samples:
+            stepper._learn_estimate(job.key, 1, sample)
+    assert steady._estimate(job.key, 1, job) == pytest.approx(0.015)
+    assert varying._estimate(job.key, 1, job) > 0.015 + 2 * 0.003
+    for _ in range(30):  # chunks without a step
+        varying._probe(job.key)
+    assert varying._estimate(job.key, 1, job) < 0.011

@@ -39,6 +39,10 @@ from torch import nn
 from .adam import Adam
 
 PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
+# A step is planned only where its smoothed time plus STEP_DEVIATIONS of its smoothed deviation
+# still ends before the deadline (as TCP times a round trip, RFC 6298): the latency's reserve is
+# for the work after the steps, and a step slower than usual would otherwise eat into it.
+STEP_DEVIATIONS = 2.0
 STYLE_CACHE = 8  # style grams kept on the device (a crossfade makes a new mixture every chunk)
 RECENT_STEPS = 200  # steps ``BatchStats.recent`` averages over
 # Before the first step of new chunks the stepper waits, up to this long and only while the first
@@ -177,6 +181,11 @@ def _owners(jobs: Sequence[StepJob]) -> torch.Tensor | None:
     return torch.tensor([number for number, job in enumerate(jobs) for _ in range(job.rows)], device=jobs[0].window.device)
 
 
+def step_deviation(deviation: float, estimate: float, sample: float) -> float:
+    """The smoothed deviation of a step's time from its estimate, updated with ``sample``."""
+    return 0.75 * deviation + 0.25 * abs(sample - estimate)
+
+
 def _same_style(jobs: Sequence[StepJob]) -> list[list[StepJob]]:
     """Runs of consecutive jobs with the same style grams (the stepper orders a batch so they are consecutive)."""
     groups: list[list[StepJob]] = []
@@ -252,6 +261,7 @@ class BatchStepper:
         # The time of a step: one row's (learned from every step, whatever its size) × the batch's cost
         # relative to one row (measured by warm_up; linear in the rows where not measured).
         self._scales: dict[tuple[int, int], float] = {}  # key → seconds of a one-row step, now
+        self._deviations: dict[tuple[int, int], float] = {}  # key → smoothed |sample − scale| of a one-row step
         self._floors: dict[tuple[int, int], float] = {}  # key → its first measure, for the probe
         self._shapes: dict[tuple[int, int], dict[int, float]] = {}  # key → rows → cost relative to one row
         self._cursors: dict[tuple[int, int], int] = {}  # key → next pool network
@@ -449,10 +459,13 @@ class BatchStepper:
 
     def _estimate(self, key: tuple[int, int], rows: int, job: StepJob) -> float:
         """Seconds one step of ``rows`` rows takes now (the job's own hint until the stepper has a measure)."""
-        return self._scales.get(key, job.step_hint) * self._relative(key, rows)
+        one_row = self._scales.get(key, job.step_hint) + STEP_DEVIATIONS * self._deviations.get(key, 0.0)
+        return one_row * self._relative(key, rows)
 
     def _learn_estimate(self, key: tuple[int, int], rows: int, seconds: float) -> None:
         sample = seconds / self._relative(key, rows)
+        if key in self._scales:
+            self._deviations[key] = step_deviation(self._deviations.get(key, 0.0), self._scales[key], sample)
         self._scales[key] = 0.7 * self._scales[key] + 0.3 * sample if key in self._scales else sample
         self._floors.setdefault(key, sample)
 
@@ -461,6 +474,7 @@ class BatchStepper:
         if key in self._scales:
             floor = min(self._floors[key], PROBE_SHARE * self._scales[key])
             self._scales[key] = 0.7 * self._scales[key] + 0.3 * floor
+            self._deviations[key] = step_deviation(self._deviations.get(key, 0.0), 0.0, 0.0)
 
     def _finish(self, job: StepJob) -> None:
         if job in self._jobs:

@@ -55,7 +55,7 @@ from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, 
 from ..params import Parameters
 from ..stages import Context, VoiceControls, build_chain
 from .adam import Adam
-from .batch import BatchStepper, StepJob
+from .batch import STEP_DEVIATIONS, BatchStepper, StepJob, step_deviation
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .presets import Preset, get_preset
@@ -204,6 +204,7 @@ class StreamProcessor:
         self.prepared_budget = self.params.get("budget")
         self._prepared = True
         self._step_seconds = 0.0  # running estimate of one optimiser step, for the live deadline
+        self._step_deviation = 0.0  # and of its deviation
         self._step_baseline = math.inf  # the warm-up's measure of a step, once it has one
         self._clear_counters()
         self.reset()
@@ -237,7 +238,7 @@ class StreamProcessor:
                 self._step_baseline = (time.monotonic() - began) / len(self.nets)
         finally:
             self._mode = mode
-        self._step_seconds = self._step_baseline
+        self._step_seconds, self._step_deviation = self._step_baseline, 0.0  # the cold first round left out
         return self._time_finishing()
 
     def _time_finishing(self) -> tuple[float, float]:
@@ -544,7 +545,7 @@ class StreamProcessor:
         steps = 0
         for step in range(iterations):
             began = time.monotonic()
-            if live and began + self._step_seconds >= deadline:
+            if live and began + self._step_seconds + STEP_DEVIATIONS * self._step_deviation >= deadline:
                 break  # a step started now would end past the deadline: the chunk goes out with what it has
             index = (self._net_cursor + step) % pool
             corrected = torch.minimum(window + self._correction, self._limits)
@@ -555,11 +556,14 @@ class StreamProcessor:
             loss.backward()
             self._adam.step(self._correction, self._correction.grad)
             steps += 1
-            self._step_seconds = _smooth(self._step_seconds, time.monotonic() - began)
+            took = time.monotonic() - began
+            self._step_deviation = step_deviation(self._step_deviation, self._step_seconds, took)
+            self._step_seconds = _smooth(self._step_seconds, took)
         if steps == 0:  # no new sample: drift down, toward the warm-up's measure or below it, so one
             # stray slow step (or a warm-up on a busy machine) cannot starve every later chunk; a
             # machine that stays slow pays one probing step every few chunks and stays high
             self._step_seconds = _smooth(self._step_seconds, min(self._step_baseline, PROBE_SHARE * self._step_seconds))
+            self._step_deviation = step_deviation(self._step_deviation, 0.0, 0.0)  # and its deviation decays
         self._net_cursor = (self._net_cursor + steps) % pool
         return steps
 
