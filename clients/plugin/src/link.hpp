@@ -54,9 +54,9 @@ struct Report {
 class Link {
 public:
     static constexpr double kMarginSeconds = 0.005;  // beyond the server's latency: send, receive, jitter
-    // How long a finished block may wait for the network thread (it polls every millisecond) and
-    // still go out live: kept out of the room the server is offered, so a server that fits its
-    // latency to that room exactly still leaves the blocks time to leave.
+    // Time for a finished block to wait for the network thread (it polls every millisecond), kept
+    // out of the room the server is offered: a server that fits its latency to that room exactly
+    // still leaves a block this long to go out before the margin for the way back is touched.
     static constexpr double kSendSeconds = 0.002;
 
     Link(Controls& controls, Report& report);

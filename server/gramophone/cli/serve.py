@@ -187,9 +187,10 @@ def run_serve(args: argparse.Namespace) -> int:
         opts = settings(args)
         configure_logging(opts["log_level"])
         check_exposure(opts["host"], opts["allow"])
-        check_ports_free(opts["host"], opts["port"], http_port(opts, opts["port"]))
+        oscquery_port = http_port(opts)
+        check_ports_free(opts["host"], opts["port"], oscquery_port)
         server = build_server(opts)
-        http = build_http(server, opts)
+        http = None if oscquery_port is None else build_http(server, opts["host"], oscquery_port)
     except (ConfigError, ValueError, OSError) as error:
         log.error("%s", (str(error).splitlines() or [type(error).__name__])[0])
         return 2
@@ -213,11 +214,11 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def http_port(opts: dict[str, Any], osc_port: int) -> int | None:
+def http_port(opts: dict[str, Any]) -> int | None:
     """The OSCQuery port (``--http-port``; by default the OSC port + 1, any free one beside port 0), None when off."""
     if opts["http_port"] == 0:
         return None
-    port = opts["http_port"] if opts["http_port"] is not None else (osc_port + 1 if osc_port else 0)
+    port = opts["http_port"] if opts["http_port"] is not None else (opts["port"] + 1 if opts["port"] else 0)
     if not 0 <= port <= 65535:
         raise ConfigError(f"--http-port {port}: must be within 0–65535")
     return port
@@ -240,15 +241,12 @@ def check_ports_free(host: str, osc_port: int, oscquery_port: int | None) -> Non
         bind_http(host, oscquery_port).close()
 
 
-def build_http(server, opts: dict[str, Any]):
-    """The OSCQuery port beside the OSC one, bound now (before the "listening" line); None when off."""
+def build_http(server, host: str, port: int):
+    """The OSCQuery port beside the OSC one, bound now (before the "listening" line)."""
     from ..osc.discovery import service_name
     from ..osc.oscquery import OscQuery
 
-    port = http_port(opts, opts["port"])
-    if port is None:
-        return None
-    http = OscQuery(server, opts["host"], port, service_name())
+    http = OscQuery(server, host, port, service_name())
     server.http_port = http.port
     return http
 
