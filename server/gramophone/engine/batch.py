@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .. import priority
 from .adam import Adam
 
 PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
@@ -378,6 +379,7 @@ class BatchStepper:
     # -- the stepping thread ---------------------------------------------------------------
 
     def _loop(self) -> None:
+        priority.renice_this_thread(priority.COMPUTE)
         while True:
             with self._cond:
                 while not self._jobs and not self._closing:

@@ -450,6 +450,7 @@ class Server:
         return True
 
     def _work(self) -> None:
+        priority.renice_this_thread(priority.COMPUTE)
         while (peer := self._runq.get()) is not None:
             with peer.cond:
                 address, action, content = peer.lane.popleft()
@@ -530,6 +531,8 @@ class Server:
         if block is None:
             return
         session.dropped += 1
+        log.debug("session %d: block %d answered dry, %.1f ms before it was due", session.id, seq,
+                  1000 * (block.due - time.monotonic()))
         if not session.behind:
             session.behind = True
             log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
