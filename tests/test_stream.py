@@ -18,6 +18,7 @@ from gramophone.dsp.analysis import analyse
 from gramophone.dsp.bands import frame_energy_db
 from gramophone.params import Parameters
 from gramophone.engine.presets import get_preset
+from gramophone.engine.step_time import StepTime
 from gramophone.engine.stream import FINISH_SAFETY, MARGIN_SECONDS, StreamConfig, StreamProcessor
 from gramophone.engine.style import StyleTarget, learn_style
 from levelutil import level_distance
@@ -251,7 +252,7 @@ def test_a_warm_up_measured_on_a_busy_machine_does_not_starve_the_stream(style_a
     rate, block = 22050, 256
     proc = processor(style_a, mode="live", style_weight=1.0, iterations=8, budget=0.5)
     proc.prepare(rate, 1, block)
-    proc._step_baseline = proc._step_seconds = 0.5  # what a warm-up on a loaded machine would have measured
+    proc._step_time = StepTime.measured(0.5)  # what a warm-up on a loaded machine would have measured
     for seq, part in enumerate(interleave(signal(rate, 6.0), block)):
         proc.push(seq, part, arrival=time.monotonic())
     stats = proc.stats()

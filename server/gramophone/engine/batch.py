@@ -38,12 +38,8 @@ from torch import nn
 
 from .. import priority
 from .adam import Adam
+from .step_time import StepTime
 
-PROBE_SHARE = 0.8  # a job that got no step lowers the estimate toward this share of itself (as stream.py does)
-# A step is planned only where its smoothed time plus STEP_DEVIATIONS of its smoothed deviation
-# still ends before the deadline (as TCP times a round trip, RFC 6298): the latency's reserve is
-# for the work after the steps, and a step slower than usual would otherwise eat into it.
-STEP_DEVIATIONS = 2.0
 STYLE_CACHE = 8  # style grams kept on the device (a crossfade makes a new mixture every chunk)
 RECENT_STEPS = 200  # steps ``BatchStats.recent`` averages over
 # Before the first step of new chunks the stepper waits, up to this long and only while the first
@@ -182,11 +178,6 @@ def _owners(jobs: Sequence[StepJob]) -> torch.Tensor | None:
     return torch.tensor([number for number, job in enumerate(jobs) for _ in range(job.rows)], device=jobs[0].window.device)
 
 
-def step_deviation(deviation: float, estimate: float, sample: float) -> float:
-    """The smoothed deviation of a step's time from its estimate, updated with ``sample``."""
-    return 0.75 * deviation + 0.25 * abs(sample - estimate)
-
-
 def _same_style(jobs: Sequence[StepJob]) -> list[list[StepJob]]:
     """Runs of consecutive jobs with the same style grams (the stepper orders a batch so they are consecutive)."""
     groups: list[list[StepJob]] = []
@@ -261,9 +252,7 @@ class BatchStepper:
         self._staged: dict[int, _Staged] = {}  # id(job) → its copy on the device
         # The time of a step: one row's (learned from every step, whatever its size) × the batch's cost
         # relative to one row (measured by warm_up; linear in the rows where not measured).
-        self._scales: dict[tuple[int, int], float] = {}  # key → seconds of a one-row step, now
-        self._deviations: dict[tuple[int, int], float] = {}  # key → smoothed |sample − scale| of a one-row step
-        self._floors: dict[tuple[int, int], float] = {}  # key → its first measure, for the probe
+        self._times: dict[tuple[int, int], StepTime] = {}  # key → the time of a one-row step
         self._shapes: dict[tuple[int, int], dict[int, float]] = {}  # key → rows → cost relative to one row
         self._cursors: dict[tuple[int, int], int] = {}  # key → next pool network
         self._nets: dict[int, list[nn.Module]] = {}  # id(pool) → the pool on the device
@@ -373,7 +362,7 @@ class BatchStepper:
         for rows in sorted(measured):  # a larger batch never costs less than a smaller one
             highest = shape[rows] = max(highest, measured[rows] / measured[1])
         self._shapes[key] = shape
-        self._scales[key] = self._floors[key] = measured[1]
+        self._times[key] = StepTime.measured(measured[1])
         self._stack = None
 
     # -- the stepping thread ---------------------------------------------------------------
@@ -461,22 +450,20 @@ class BatchStepper:
 
     def _estimate(self, key: tuple[int, int], rows: int, job: StepJob) -> float:
         """Seconds one step of ``rows`` rows takes now (the job's own hint until the stepper has a measure)."""
-        one_row = self._scales.get(key, job.step_hint) + STEP_DEVIATIONS * self._deviations.get(key, 0.0)
-        return one_row * self._relative(key, rows)
+        step_time = self._times.get(key)
+        return (job.step_hint if step_time is None else step_time.planned()) * self._relative(key, rows)
 
     def _learn_estimate(self, key: tuple[int, int], rows: int, seconds: float) -> None:
         sample = seconds / self._relative(key, rows)
-        if key in self._scales:
-            self._deviations[key] = step_deviation(self._deviations.get(key, 0.0), self._scales[key], sample)
-        self._scales[key] = 0.7 * self._scales[key] + 0.3 * sample if key in self._scales else sample
-        self._floors.setdefault(key, sample)
+        if key in self._times:
+            self._times[key].learn(sample)
+        else:
+            self._times[key] = StepTime.measured(sample)
 
     def _probe(self, key: tuple[int, int]) -> None:
         """A job went without a step: drift the estimate down so one slow step cannot starve every later chunk."""
-        if key in self._scales:
-            floor = min(self._floors[key], PROBE_SHARE * self._scales[key])
-            self._scales[key] = 0.7 * self._scales[key] + 0.3 * floor
-            self._deviations[key] = step_deviation(self._deviations.get(key, 0.0), 0.0, 0.0)
+        if key in self._times:
+            self._times[key].probe()
 
     def _finish(self, job: StepJob) -> None:
         if job in self._jobs:

@@ -55,17 +55,17 @@ from ..dsp.analysis import AnalysisConfig, apply_logmag, hann, magnitude_scale, 
 from ..params import Parameters
 from ..stages import Context, VoiceControls, build_chain
 from .adam import Adam
-from .batch import STEP_DEVIATIONS, BatchStepper, StepJob, step_deviation
+from .batch import BatchStepper, StepJob
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .presets import Preset, get_preset
+from .step_time import StepTime
 from .style import StyleTarget, mix_targets
 
 MODES = ("live", "render")
 MIN_BLOCK, MAX_BLOCK = 32, 8192
 SMOOTHING_SECONDS = 0.02  # wet, gain and bypass ramps: long enough to avoid zipper noise
 STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
-PROBE_SHARE = 0.8  # a chunk without a step lowers the step-time estimate toward this share of itself
 # The reported latency = the schedule (blocks arriving in real time, each chunk's steps ending
 # ``budget`` × its duration after its last sample) + a reserve for the work after the steps.
 # The reserve is the median finishing time of a few chunks measured at ``prepare``
@@ -203,9 +203,7 @@ class StreamProcessor:
         self.fade_chunks = max(1, round(self.config.fade_seconds / chunk_seconds))
         self.prepared_budget = self.params.get("budget")
         self._prepared = True
-        self._step_seconds = 0.0  # running estimate of one optimiser step, for the live deadline
-        self._step_deviation = 0.0  # and of its deviation
-        self._step_baseline = math.inf  # the warm-up's measure of a step, once it has one
+        self._step_time = StepTime(0.0, floor=math.inf)  # one optimiser step, for the live deadline; the warm-up seeds it
         self._clear_counters()
         self.reset()
         finishing, self.chunk_work_seconds = self._warm_up()
@@ -235,10 +233,10 @@ class StreamProcessor:
             for _ in range(2):
                 began = time.monotonic()
                 self._learn(self._style, values, deadline=math.inf)
-                self._step_baseline = (time.monotonic() - began) / len(self.nets)
+                baseline = (time.monotonic() - began) / len(self.nets)
         finally:
             self._mode = mode
-        self._step_seconds, self._step_deviation = self._step_baseline, 0.0  # the cold first round left out
+        self._step_time = StepTime.measured(baseline)  # the cold first round left out
         return self._time_finishing()
 
     def _time_finishing(self) -> tuple[float, float]:
@@ -540,12 +538,12 @@ class StreamProcessor:
         live = self.mode == "live"
         if live and self.stepper is not None:
             return self.stepper.run(StepJob(window, self._limits, self._correction, self._adam, style.grams, self.nets,
-                                            style_weight, content_weight, iterations, deadline, self._step_baseline))
+                                            style_weight, content_weight, iterations, deadline, self._step_time.floor))
         pool = len(self.nets)
         steps = 0
         for step in range(iterations):
             began = time.monotonic()
-            if live and began + self._step_seconds + STEP_DEVIATIONS * self._step_deviation >= deadline:
+            if live and began + self._step_time.planned() >= deadline:
                 break  # a step started now would end past the deadline: the chunk goes out with what it has
             index = (self._net_cursor + step) % pool
             corrected = torch.minimum(window + self._correction, self._limits)
@@ -556,14 +554,9 @@ class StreamProcessor:
             loss.backward()
             self._adam.step(self._correction, self._correction.grad)
             steps += 1
-            took = time.monotonic() - began
-            self._step_deviation = step_deviation(self._step_deviation, self._step_seconds, took)
-            self._step_seconds = _smooth(self._step_seconds, took)
-        if steps == 0:  # no new sample: drift down, toward the warm-up's measure or below it, so one
-            # stray slow step (or a warm-up on a busy machine) cannot starve every later chunk; a
-            # machine that stays slow pays one probing step every few chunks and stays high
-            self._step_seconds = _smooth(self._step_seconds, min(self._step_baseline, PROBE_SHARE * self._step_seconds))
-            self._step_deviation = step_deviation(self._step_deviation, 0.0, 0.0)  # and its deviation decays
+            self._step_time.learn(time.monotonic() - began)
+        if steps == 0:  # no new measure: the estimate drifts down toward the warm-up's
+            self._step_time.probe()
         self._net_cursor = (self._net_cursor + steps) % pool
         return steps
 
@@ -653,11 +646,6 @@ class StreamProcessor:
             ready = arrival + budget * (already + 1) * chunk * hop
             worst = max(worst, ready - end)
         return int(math.ceil(worst))
-
-
-def _smooth(estimate: float, sample: float) -> float:
-    """A moving average of a duration, for the live deadline's look-ahead."""
-    return 0.7 * estimate + 0.3 * sample
 
 
 def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,

@@ -1,0 +1,47 @@
+"""How long a live optimiser step takes, learned as steps run: what a deadline plans steps with.
+
+One estimate serves a stream stepping alone and the batch stepper (one per shape of window it
+steps). A step is planned only where its smoothed time plus STEP_DEVIATIONS of its smoothed
+deviation still ends before the deadline (as TCP times a round trip, RFC 6298): the latency's
+reserve is for the work after the steps, and a step slower than usual would otherwise eat into it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STEP_DEVIATIONS = 2.0
+SMOOTHING = 0.3  # the weight of a new measure in the smoothed time
+DEVIATION_SMOOTHING = 0.25  # and in the smoothed deviation (RFC 6298's beta)
+# A chunk that got no step lowers the estimate toward this share of itself, down to the floor
+# (the first measure): one stray slow step, or a warm-up on a busy machine, cannot starve every
+# later chunk, and a machine that stays slow pays one probing step every few chunks.
+PROBE_SHARE = 0.8
+
+
+@dataclass
+class StepTime:
+    """The smoothed seconds of one step, its smoothed deviation, and the floor a probe drifts toward."""
+
+    seconds: float
+    floor: float
+    deviation: float = 0.0
+
+    @classmethod
+    def measured(cls, seconds: float) -> "StepTime":
+        """An estimate that starts at a first measure, which is also its floor."""
+        return cls(seconds, floor=seconds)
+
+    def planned(self) -> float:
+        """The seconds a step is planned to take."""
+        return self.seconds + STEP_DEVIATIONS * self.deviation
+
+    def learn(self, sample: float) -> None:
+        """Take a step's measured seconds."""
+        self.deviation += DEVIATION_SMOOTHING * (abs(sample - self.seconds) - self.deviation)
+        self.seconds += SMOOTHING * (sample - self.seconds)
+
+    def probe(self) -> None:
+        """A chunk got no step: drift down toward the floor or below it, and let the deviation decay."""
+        self.seconds += SMOOTHING * (min(self.floor, PROBE_SHARE * self.seconds) - self.seconds)
+        self.deviation -= DEVIATION_SMOOTHING * self.deviation
