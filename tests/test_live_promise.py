@@ -185,18 +185,17 @@ def may_raise_priority() -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
-def test_timekeepers_run_above_compute_and_compute_above_other_programs(srv):
-    """The receiver and the watchdog at nice -10, every worker and the batch stepper at -5, the rest at 0."""
+def test_the_receiver_and_the_watchdog_run_above_every_other_thread(srv):
+    """The two threads that keep time at nice -10; the workers, the batch stepper and the rest at 0."""
     if not may_raise_priority():
         pytest.skip("this user may not raise a thread's priority (not root, RLIMIT_NICE too low)")
     sender, _ = connected(srv)
-    sender.send(0, saw_blocks(0.5))  # a live chunk's steps: the batch stepper is running by now
+    sender.send(0, saw_blocks(0.5))  # a live chunk's steps: every thread a session uses is running by now
     finish(sender)
     workers = int(re.search(r"; (\d+) workers", srv.log_text()).group(1))
     nice = thread_nice_values(srv.pid)
-    assert nice.count(-10) == 2, nice
-    assert nice.count(-5) == workers + 1, nice
-    assert set(nice) <= {-10, -5, 0}, nice
+    assert sorted(nice)[:3] == [-10, -10, 0] and set(nice) == {-10, 0}, nice
+    assert len(nice) > workers + 2, nice  # the workers and the stepper are among those counted
 
 
 def test_reset_answers_the_blocks_in_flight(srv):

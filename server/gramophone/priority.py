@@ -1,13 +1,10 @@
-"""Thread priorities: the threads that keep time run above the threads that compute, and
-those run above other programs.
+"""Thread priorities: the threads that keep time run above the threads that compute.
 
 On Linux each thread has its own nice value. Where the user may (root, or a raised
 RLIMIT_NICE), the receiving thread and the watchdog go 10 higher, so a wake-up of theirs
-preempts a chunk's compute, or another program, at once; the workers and the batch stepper
-go 5 higher, so a busy program beside the server (a build, a browser) takes its share from
-the cores' idle time rather than from a chunk's steps and finishing (docs/research-log.md,
-"The compute runs above other programs"). Elsewhere, or when refused, nothing changes. No thread goes lower: one lowered while it holds the interpreter lock would make
-the timekeepers wait behind every other program.
+preempts a chunk's compute, or another program, at once. Elsewhere, or when refused,
+nothing changes. Workers stay where they are: one lowered while it holds the interpreter
+lock would make the timekeepers wait behind every other program.
 """
 
 from __future__ import annotations
@@ -16,7 +13,6 @@ import os
 import threading
 
 TIMEKEEPING = -10
-COMPUTE = -5
 
 
 def renice_this_thread(delta: int) -> bool:

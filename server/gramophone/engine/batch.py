@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .. import priority
 from .adam import Adam
 from .step_time import StepTime
 
@@ -368,7 +367,6 @@ class BatchStepper:
     # -- the stepping thread ---------------------------------------------------------------
 
     def _loop(self) -> None:
-        priority.renice_this_thread(priority.COMPUTE)
         while True:
             with self._cond:
                 while not self._jobs and not self._closing:

@@ -450,7 +450,6 @@ class Server:
         return True
 
     def _work(self) -> None:
-        priority.renice_this_thread(priority.COMPUTE)
         while (peer := self._runq.get()) is not None:
             with peer.cond:
                 address, action, content = peer.lane.popleft()
