@@ -13,9 +13,9 @@ from dataclasses import dataclass
 STEP_DEVIATIONS = 2.0
 SMOOTHING = 0.3  # the weight of a new measure in the smoothed time
 DEVIATION_SMOOTHING = 0.25  # and in the smoothed deviation (RFC 6298's beta)
-# A chunk that got no step lowers the estimate toward this share of itself, down to the floor
-# (the first measure): one stray slow step, or a warm-up on a busy machine, cannot starve every
-# later chunk, and a machine that stays slow pays one probing step every few chunks.
+# A chunk that got no step pulls the estimate toward the floor (the first measure) and, once near
+# it, toward this share of itself: one stray slow step, or a warm-up on a busy machine, cannot
+# starve every later chunk, and a machine that stays slow pays one probing step every few chunks.
 PROBE_SHARE = 0.8
 
 
