@@ -23,6 +23,7 @@ Usage::
 
     python -m bench.soak                      # 5 minutes per phase (about 16 minutes in all)
     python -m bench.soak --minutes 1 --markdown
+    python -m bench.soak --phases 4 --minutes 1 --server-log /tmp/soak.log   # the overload alone, its log kept
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import struct
 import tempfile
 import threading
@@ -331,6 +333,9 @@ COLUMNS = [Column("phase", "phase"), Column("sent", "sent"), Column("returned", 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="length of each phase (default 5)")
+    parser.add_argument("--phases", type=int, nargs="+", default=list(PHASES),
+                        help="session counts, one phase each; the last is followed by the recovery (default 1 2 4)")
+    parser.add_argument("--server-log", type=Path, help="keep the server's log there")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     blocks = max(1, round(args.minutes * 60 / PERIOD))
@@ -339,11 +344,14 @@ def main() -> None:
         pinger = Pinger(server)
         try:
             rows = phase(server, pinger, 1, round(WARMUP_SECONDS / PERIOD), kind="warm-up")
-            for count in PHASES:
-                rows += phase(server, pinger, count, blocks, round(RECOVERY_SECONDS / PERIOD) if count == PHASES[-1] else 0)
+            for index, count in enumerate(args.phases):
+                last = index == len(args.phases) - 1 and count > 1
+                rows += phase(server, pinger, count, blocks, round(RECOVERY_SECONDS / PERIOD) if last else 0)
         finally:
             pinger.stop()
             server.stop()
+            if args.server_log:
+                shutil.copyfile(server.log, args.server_log)
     print(f"\nSoak at {RATE} Hz mono, blocks of {BLOCK} in real time: {WARMUP_SECONDS:g} s of warm-up, then "
           f"{args.minutes:g} min per phase, then {RECOVERY_SECONDS:g} s alone after the last "
           f"(a chunk is {1000 * chunk_seconds(RATE):.1f} ms; {os.cpu_count()} cores)")

@@ -23,6 +23,7 @@ from gramophone.osc.protocol import (
     encode_message,
     fail,
     max_udp_samples,
+    parse_message,
 )
 
 
@@ -161,6 +162,38 @@ def test_malformed_packets_fail_with_one_line():
 def test_decode_never_raises(data):
     for item in decode(data):
         assert isinstance(item, (Command, ProtocolError))
+
+
+def _python_osc_reading(data: bytes) -> tuple | str:
+    """What python-osc itself reads from ``data``: its arguments as bytes-exact tokens, or "refused"."""
+    try:
+        params = OscMessage(data).params
+    except Exception:
+        return "refused"
+    return tuple(struct.pack(">f", p) if isinstance(p, float) else p for p in params)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text("iiiffffTs", max_size=40), st.binary(max_size=200), st.sampled_from([b"", b"\x00\x00"]))
+def test_number_lists_read_as_python_osc_reads_them(tags, payload, tail):
+    """The fast path for ints-then-floats (``/content`` as Max and Pd send it) reads every value
+    python-osc would, NaN bit patterns and truncated data included, and refuses what it refuses."""
+    data = raw_message("/content", tags, payload) + tail
+    expected = _python_osc_reading(data)
+    try:
+        message = parse_message(data)
+    except ProtocolError:
+        assert expected == "refused"
+        return
+    got = tuple(struct.pack(">f", a) if isinstance(a, float) else a for a in message.args)
+    assert got == expected
+
+
+def test_a_float_list_block_reads_its_samples_exactly():
+    samples = np.random.default_rng(3).standard_normal(512).astype(np.float32)
+    command = one(encode_audio("/content", 41, samples, "floats"))
+    assert command.values[0] == 41 and command.encoding == "floats"
+    assert command.values[1].tobytes() == samples.tobytes()
 
 
 @settings(max_examples=200, deadline=None)
