@@ -17,6 +17,7 @@ from gramophone.engine.adam import Adam
 from gramophone.engine.batch import BatchStepper, StepJob, batched_step
 from gramophone.engine.network import get_pool
 from gramophone.engine.objective import content_loss, gram, style_loss
+from gramophone.engine.step_time import StepTime
 from gramophone.engine.stream import StreamProcessor
 from gramophone.params import Parameters
 from testpresets import SMALL
@@ -37,10 +38,10 @@ def style_grams(nets, seed: int) -> torch.Tensor:
 
 
 def make_job(nets, grams, channels: int, seed: int, content_weight: float = 0.3, style_weight: float = 1.0,
-             iterations: int = 8, deadline: float = math.inf) -> StepJob:
+             iterations: int = 8, deadline: float = math.inf, frames: int = FRAMES) -> StepJob:
     """A job with a random window, a ceiling some bins reach, and a non-zero correction."""
     generator = torch.Generator().manual_seed(seed)
-    window = 3 * torch.rand(channels, GRID, FRAMES, generator=generator)
+    window = 3 * torch.rand(channels, GRID, frames, generator=generator)
     limits = window + torch.rand(window.shape, generator=generator)
     correction = (0.3 * torch.randn(1, GRID, 1, generator=generator)).requires_grad_(True)
     return StepJob(window, limits, correction, Adam(lr=0.02), grams, nets,
@@ -125,6 +126,67 @@ def test_jobs_due_together_step_together(nets):
     assert stats.stream_steps == 18 and stats.largest >= 2 and stats.steps < 18
     for job, reference in zip(jobs, references):  # each moved by its own gradient, not the batch's
         assert not torch.allclose(job.correction, reference.correction)
+
+
+def test_a_thread_back_from_its_steps_never_waits_for_a_slot(nets):
+    """With one slot: a stream's thread whose steps end takes its slot back at once, though another
+    thread took the slot while it stepped; a thread starting a chunk still waits for a free one."""
+    stepper = BatchStepper(slots=1)
+    grams = style_grams(nets, 1)
+    holding, release, returned, third_in = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+
+    def stepping() -> None:
+        with stepper.computing():
+            stepper.run(make_job(nets, grams, 1, 1, iterations=10_000, deadline=time.monotonic() + 0.5))
+            returned.set()
+
+    def computing(entered: threading.Event, until: threading.Event | None) -> None:
+        with stepper.computing():
+            entered.set()
+            if until is not None:
+                until.wait(30)
+
+    first = threading.Thread(target=stepping)
+    holder = threading.Thread(target=computing, args=(holding, release))
+    third = threading.Thread(target=computing, args=(third_in, None))
+    try:
+        first.start()
+        deadline = time.monotonic() + 10
+        while not stepper.stats().steps and time.monotonic() < deadline:  # its job is stepping: its slot is free
+            time.sleep(0.005)
+        holder.start()
+        assert holding.wait(10)
+        assert returned.wait(10), "the thread back from its steps waited for the slot another thread held"
+        third.start()
+        assert not third_in.wait(0.3), "a thread starting its chunk went past the slots"
+        release.set()
+        assert third_in.wait(10)
+    finally:
+        release.set()
+        for thread in (first, holder, third):
+            if thread.ident is not None:
+                thread.join(30)
+        stepper.close()
+
+
+def test_a_job_left_out_of_a_step_goes_on_at_once_when_none_of_its_own_would_fit_after(nets):
+    """A job the next step cannot take ends now, not after that step, when no step of its own
+    could end by its deadline once that one has: its chunk keeps the time for its finishing."""
+    grams = style_grams(nets, 1)
+    stepper = BatchStepper()
+    now = time.monotonic()
+    first = make_job(nets, grams, 1, 1, deadline=now + 1.0)  # no step yet: it steps next
+    tight = make_job(nets, grams, 1, 2, deadline=now + 0.015, frames=FRAMES + 1)  # another shape: not in its batch
+    loose = make_job(nets, grams, 1, 3, deadline=now + 0.5, frames=FRAMES + 1)
+    tight.steps = loose.steps = 1
+    for job in (first, tight):
+        stepper._shapes[job.key] = {1: 1.0}
+        stepper._times[job.key] = StepTime.measured(0.010)
+    stepper._jobs = [first, tight, loose]
+    batch, key = stepper._choose(now)
+    assert batch == [first] and key == first.key
+    assert tight.done.is_set() and tight not in stepper._jobs  # a step of its own would end at 20 ms, past its 15
+    assert not loose.done.is_set() and loose in stepper._jobs
 
 
 def test_the_device_copy_comes_back_as_if_stepped_in_place(nets):
