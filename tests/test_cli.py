@@ -141,6 +141,12 @@ def test_style_learn_list_show_and_use_by_name(env, files, tmp_path):
     assert sf.info(out).frames == sf.info(files["content"]).frames
     unknown = gramophone(env, "style", "show", "nobody", "--cache-dir", cache)
     assert "nobody" in assert_one_line_error(unknown)
+    # listing reads each style's metadata only: neither torch nor SciPy's signal module is loaded for it
+    probe = ("import sys\nfrom gramophone.cli.main import main\nassert main(['style', 'list', '--cache-dir', sys.argv[1]]) == 0\n"
+             "print(sorted(name for name in ('torch', 'scipy.signal') if name in sys.modules))")
+    listed = subprocess.run([sys.executable, "-c", probe, str(cache)], env=env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == ["female: " + listing.stdout.split("female: ", 1)[1].splitlines()[0], "[]"]
 
 
 def test_help_works_everywhere(env):

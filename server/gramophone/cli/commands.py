@@ -171,20 +171,22 @@ def run_style(args: argparse.Namespace) -> int:
         print(f"learned style {args.name!r} from {len(clips)} clip(s) in {time.monotonic() - began:.2f} s → {path}")
     elif args.style_command == "list":
         for name in cache.names():
-            print(describe(cache.load_named(name)))
+            print(describe(cache.meta_named(name)))
     else:
         try:
-            target = cache.load_named(args.name)
+            cache.load_named(args.name)  # read whole: a damaged file is told here, not shown as if it were fine
+            meta = cache.meta_named(args.name)
         except KeyError:
             raise ValueError(f"no learned style named {args.name!r}; see 'gramophone style list'") from None
-        print(describe(target, detail=True))
+        print(describe(meta, detail=True))
     return 0
 
 
-def describe(target: StyleTarget, detail: bool = False) -> str:
-    analysis, network = target.key["analysis"], target.key["network"]
-    line = (f"{target.name}: {target.frames} frames, {network['pool']} × {network['filters']} filters × kernel "
+def describe(meta: dict, detail: bool = False) -> str:
+    """One line about a saved style from its metadata (``StyleCache.meta_named``); with ``detail``, its settings too."""
+    analysis, network = meta["key"]["analysis"], meta["key"]["network"]
+    line = (f"{meta['name']}: {meta['frames']} frames, {network['pool']} × {network['filters']} filters × kernel "
             f"{network['kernel']}, window {analysis['window_ms']:.1f} ms")
     if detail:
-        line += f"\n  learned at {target.sample_rate} Hz\n  audio sha256 {target.source_hash}\n  settings {target.key}"
+        line += f"\n  learned at {meta['sample_rate']} Hz\n  audio sha256 {meta['source_hash']}\n  settings {meta['key']}"
     return line

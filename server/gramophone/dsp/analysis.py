@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 
 import librosa
 import numpy as np
-import scipy.signal
 
 REFERENCE_SCALE = 1024.0  # magnitude of a unit-amplitude sine is about REFERENCE_SCALE / 2
 TOP_BAND = 8  # channels at the top of the grid whose mean change is applied above the grid
@@ -76,6 +75,8 @@ class Spectrum:
 
 def hann(length: int) -> np.ndarray:
     """The periodic Hann window of ``length`` samples (float64), the one librosa's ``window="hann"`` uses."""
+    import scipy.signal  # 1.5 s to import: here, so commands that analyse nothing (`style list`) do not wait for it
+
     return scipy.signal.get_window("hann", length, fftbins=True)
 
 

@@ -19,14 +19,20 @@ import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..atomic import remove_leftovers
-from .presets import Preset
-from .style import StyleTarget, audio_hash, learn_style
+
+# torch and the DSP (seconds to import) load only where a target is learned or read whole:
+# `gramophone style list` needs each style's metadata alone.
+if TYPE_CHECKING:
+    from .presets import Preset
+    from .style import StyleTarget
 
 log = logging.getLogger(__name__)
+META_FIELDS = ("format", "key", "source_hash", "sample_rate", "frames")  # what every saved target's metadata holds
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -44,6 +50,19 @@ def check_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
         raise ValueError(f"style name {name!r} must be 1–64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     return name
+
+
+def read_meta(path: Path) -> dict:
+    """The metadata a saved target carries (style.StyleTarget.save), read without its arrays; ValueError if none."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+        missing = [field for field in META_FIELDS if not isinstance(meta, dict) or field not in meta]
+        if missing:
+            raise ValueError(f"its metadata lacks {', '.join(missing)}")
+        return meta
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a Gramophone style target ({error})") from None
 
 
 class StyleCache:
@@ -77,12 +96,16 @@ class StyleCache:
                 yield path
 
     def key_path(self, sources: list[tuple[np.ndarray, int]], preset: Preset) -> Path:
+        from .style import audio_hash
+
         settings = json.dumps(preset.target_key(), sort_keys=True)
         digest = hashlib.sha256(f"{audio_hash(sources)}:{settings}".encode()).hexdigest()[:32]
         return self.directory / "targets" / f"{digest}.npz"
 
     def learn(self, sources: list[tuple[np.ndarray, int]], preset: Preset, name: str = "style") -> StyleTarget:
         """The cached target for these clips and settings, learned and stored if absent or unreadable."""
+        from .style import StyleTarget, learn_style
+
         path = self.key_path(sources, preset)
         if path.exists():
             try:
@@ -105,6 +128,8 @@ class StyleCache:
 
     def load_named(self, name: str) -> StyleTarget:
         """A named style; KeyError if there is none, ValueError if its file is damaged."""
+        from .style import StyleTarget
+
         path = self.named_path(name)
         if not path.exists():
             raise KeyError(name)
@@ -114,6 +139,13 @@ class StyleCache:
             log.warning("style %r was saved by an older version, without some of what the effect uses; learn it "
                         "again for the full effect", name)
         return target
+
+    def meta_named(self, name: str) -> dict:
+        """A named style's metadata (its settings, rate, frames, source hash) without its arrays; KeyError, ValueError as ``load_named``."""
+        path = self.named_path(name)
+        if not path.exists():
+            raise KeyError(name)
+        return read_meta(path) | {"name": name}
 
     def names(self) -> list[str]:
         return sorted(path.stem for path in self._named_files())
