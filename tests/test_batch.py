@@ -128,47 +128,6 @@ def test_jobs_due_together_step_together(nets):
         assert not torch.allclose(job.correction, reference.correction)
 
 
-def test_a_thread_back_from_its_steps_never_waits_for_a_slot(nets):
-    """With one slot: a stream's thread whose steps end takes its slot back at once, though another
-    thread took the slot while it stepped; a thread starting a chunk still waits for a free one."""
-    stepper = BatchStepper(slots=1)
-    grams = style_grams(nets, 1)
-    holding, release, returned, third_in = threading.Event(), threading.Event(), threading.Event(), threading.Event()
-
-    def stepping() -> None:
-        with stepper.computing():
-            stepper.run(make_job(nets, grams, 1, 1, iterations=10_000, deadline=time.monotonic() + 0.5))
-            returned.set()
-
-    def computing(entered: threading.Event, until: threading.Event | None) -> None:
-        with stepper.computing():
-            entered.set()
-            if until is not None:
-                until.wait(30)
-
-    first = threading.Thread(target=stepping)
-    holder = threading.Thread(target=computing, args=(holding, release))
-    third = threading.Thread(target=computing, args=(third_in, None))
-    try:
-        first.start()
-        deadline = time.monotonic() + 10
-        while not stepper.stats().steps and time.monotonic() < deadline:  # its job is stepping: its slot is free
-            time.sleep(0.005)
-        holder.start()
-        assert holding.wait(10)
-        assert returned.wait(10), "the thread back from its steps waited for the slot another thread held"
-        third.start()
-        assert not third_in.wait(0.3), "a thread starting its chunk went past the slots"
-        release.set()
-        assert third_in.wait(10)
-    finally:
-        release.set()
-        for thread in (first, holder, third):
-            if thread.ident is not None:
-                thread.join(30)
-        stepper.close()
-
-
 def test_a_job_left_out_of_a_step_goes_on_at_once_when_none_of_its_own_would_fit_after(nets):
     """A job the next step cannot take ends now, not after that step, when no step of its own
     could end by its deadline once that one has: its chunk keeps the time for its finishing."""

@@ -17,9 +17,8 @@ windows, corrections and Adam state are copied there for the job and back when i
 The streams' other work (colouring, resynthesis) runs on their own threads, but no more of
 them at once than ``slots``: more threads computing than cores only makes every one of them,
 and the server's watchdog, wait longer for a core and the interpreter lock. A thread that
-waits for its steps gives its slot up and takes it back the moment they end, even beyond
-``slots``: its chunk is then near its deadline, and waiting for a slot would put another
-thread's whole chunk of work between its steps and its answer.
+waits for its steps gives its slot up, and takes one back before any thread that has not
+started its chunk yet.
 """
 
 from __future__ import annotations
@@ -190,12 +189,13 @@ def _same_style(jobs: Sequence[StepJob]) -> list[list[StepJob]]:
 
 
 class _Slots:
-    """At most ``count`` threads starting to compute at once; a thread coming back from its steps never waits."""
+    """At most ``count`` threads computing at once; a thread coming back from its steps goes first."""
 
     def __init__(self, count: int) -> None:
         if count < 1:
             raise ValueError("slots must be at least 1")
         self._free = count
+        self._returning = 0  # threads back from their steps, waiting for a slot
         self._cond = threading.Condition()
         self._held = threading.local()
 
@@ -205,9 +205,11 @@ class _Slots:
 
     def acquire(self, returning: bool = False) -> None:
         with self._cond:
-            while not returning and self._free <= 0:
+            self._returning += returning
+            while not self._free or (not returning and self._returning):
                 self._cond.wait()
             self._free -= 1
+            self._returning -= returning
         self._held.slot = True
 
     def release(self) -> None:
