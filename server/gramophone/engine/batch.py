@@ -421,7 +421,9 @@ class BatchStepper:
         The job with the fewest steps so far (the earliest deadline among equals) steps, and
         with it, in the same order, every other job of its kind that the step can take while
         still ending before each member's deadline. A job that cannot take even a step alone
-        is done: its chunk goes out with the correction learned so far.
+        is done: its chunk goes out with the correction learned so far. So is one this step
+        leaves out when no step of its own could end by its deadline after this one: waiting
+        for the step to end would only take time from its chunk's finishing.
         """
         for job in [job for job in self._jobs if job.deadline < now + self._estimate(job.key, job.rows, job)]:
             if job.steps == 0:

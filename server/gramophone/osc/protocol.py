@@ -3,7 +3,8 @@
 Torch-free on purpose (see docs/architecture.md); the table of addresses lives in
 docs/protocol.md and in ``SIGNATURES`` below.  python-osc parses messages; this module
 adds what it lacks: refusing type tags it would misread, walking bundles message by
-message so one bad element fails alone, and building large audio replies in linear time.
+message so one bad element fails alone, reading audio sent as a float list in one numpy
+call, and building large audio replies in linear time.
 """
 
 from __future__ import annotations
