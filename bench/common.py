@@ -80,13 +80,13 @@ class StreamRender(Render):
 
 
 def stream_processor(pair: Pair, preset: Preset, chunk_frames: int, settings: dict[str, float] | None = None,
-                     mode: str = "live") -> StreamProcessor:
+                     mode: str = "live", steps_after_output: bool = False) -> StreamProcessor:
     """A processor for the pair's style with the given chunk size and live parameter values."""
     params = Parameters()
     for name, value in (settings or {}).items():
         params.set(name, value)
     return StreamProcessor(params, style_target(pair, preset), preset, mode=mode,
-                           config=StreamConfig(chunk_frames=chunk_frames))
+                           config=StreamConfig(chunk_frames=chunk_frames, steps_after_output=steps_after_output))
 
 
 def chunk_for_latency(pair: Pair, preset: Preset, sample_rate: int, max_latency_ms: float, block_size: int = 512,
@@ -110,17 +110,20 @@ def chunk_for_latency(pair: Pair, preset: Preset, sample_rate: int, max_latency_
 
 
 def render_stream(pair: Pair, preset: Preset, sample_rate: int, chunk_frames: int, *, block_size: int = 512,
-                  mode: str = "live", settings: dict[str, float] | None = None, realtime: bool = False) -> StreamRender:
+                  mode: str = "live", settings: dict[str, float] | None = None, realtime: bool = False,
+                  steps_after_output: bool = False) -> StreamRender:
     """Push the pair's content through a ``StreamProcessor`` block by block, as if live.
 
     Block ``k`` arrives ``(k + 1) × block`` after the start. With ``realtime`` the loop
     sleeps until then; otherwise the idle time is skipped (the clock is shifted) while a
     late block keeps its past arrival time, so deadlines, backlog and latency are exactly
-    those of a real-time feed, without the waiting.
+    those of a real-time feed, without the waiting. Steps put off until after the output
+    (``steps_after_output``) are taken once a block's outputs are collected, as a server
+    takes them once it has sent them.
     """
     content, _, rate = pair.load()
     audio = resample(content[None], rate, sample_rate)[0]
-    processor = stream_processor(pair, preset, chunk_frames, settings, mode)
+    processor = stream_processor(pair, preset, chunk_frames, settings, mode, steps_after_output)
     processor.prepare(sample_rate, 1, block_size)
     blocks = np.pad(audio, (0, -audio.size % block_size)).reshape(-1, block_size)
     period = block_size / sample_rate
@@ -144,6 +147,8 @@ def render_stream(pair: Pair, preset: Preset, sample_rate: int, chunk_frames: in
         for out_seq, out in ready:
             outputs[out_seq] = out
             worst = max(worst, done - arrivals[out_seq])
+        processor.learn_pending()
+        busy += time.monotonic() - done
     stats = processor.stats()
     outputs.update(processor.flush())  # the tail needs input that never comes: not timed
     wet = np.concatenate([outputs[seq] for seq in range(len(blocks))])[: audio.size]

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--budget", type=float, help="the live budget parameter (default: the parameter's default)")
     parser.add_argument("--realtime", action="store_true", help="pace blocks with real sleeps")
+    parser.add_argument("--steps-after-output", action="store_true",
+                        help="live chunks go out first and take their steps after (serve --latency low)")
     parser.add_argument("--quick", action="store_true", help="48 kHz, chunks 8 and 16, one pair")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--profile", action="store_true",
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             runs = []
             for pair in pairs:
                 render = render_stream(pair, preset, rate, chunk, block_size=args.block_size, settings=settings,
-                                       realtime=args.realtime)
+                                       realtime=args.realtime, steps_after_output=args.steps_after_output)
                 report = measure(pair, render)
                 runs.append({
                     "latency_ms": render.latency_ms,

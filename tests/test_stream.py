@@ -566,3 +566,39 @@ def test_blocks_pushed_in_real_time_come_out_within_the_latency(style_a):
     assert len(waits) > 0.7 * len(pushed)
     assert max(waits) <= latency_seconds + 0.5
     assert proc.stats().iterations_avg > 0
+
+
+def test_steps_after_the_output_add_no_latency_and_run_once_the_blocks_are_out(style_a):
+    """With ``steps_after_output`` a live chunk's blocks come out of ``push`` before any step, the
+    steps run in ``learn_pending`` under the chunk's deadline, and the budget leaves the latency."""
+    rate, block, budget = 22050, 512, 0.9
+    config = StreamConfig(chunk_frames=8, steps_after_output=True)
+    after = StreamProcessor(make_params(budget=budget, iterations=4), style_a, SMALL, mode="live", config=config)
+    after.prepare(rate, 1, block)
+    before = StreamProcessor(make_params(budget=budget, iterations=4), style_a, SMALL, mode="live",
+                             config=StreamConfig(chunk_frames=8))
+    before.prepare(rate, 1, block)
+    chunk_samples = 8 * after.hop
+    assert after.latency_samples < before.latency_samples - 0.5 * budget * chunk_samples
+    assert after.input_grace_seconds < before.input_grace_seconds
+    assert after.learn_pending() == 0  # nothing pending yet
+    released, taken = 0, 0
+    for seq, part in enumerate(interleave(signal(rate, 1.5), block)):
+        out = after.push(seq, part)
+        released += len(out)
+        assert after.stats().iterations_avg * after.stats().chunks == taken  # no step inside push
+        taken += after.learn_pending()
+        assert after.learn_pending() == 0  # taken once
+    assert released > 0 and taken > 0
+    assert after.stats().iterations_avg * after.stats().chunks == taken
+
+
+def test_render_mode_takes_its_steps_before_the_output_whatever_the_setting(style_a, speech_clip):
+    """``steps_after_output`` is a live schedule: a render is the same bit for bit with or without it."""
+    audio, rate = speech_clip
+    outputs = []
+    for after in (False, True):
+        proc = StreamProcessor(make_params(iterations=2), style_a, SMALL, mode="render",
+                               config=StreamConfig(chunk_frames=4, steps_after_output=after))
+        outputs.append(proc.process(audio, rate, block_size=256))
+    assert np.array_equal(*outputs)

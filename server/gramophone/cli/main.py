@@ -49,7 +49,7 @@ def build_parser() -> Parser:
     stylize.add_argument("content", type=Path, help="the audio to transform (WAV, FLAC, OGG, AIFF)")
     stylize.add_argument("styles", nargs="+", help="style clips, names of learned styles (see 'style learn'), or a built-in style: voice, whisper")
     stylize.add_argument("-o", "--output", type=Path, required=True, help="output .wav or .flac")
-    stylize.add_argument("--preset", default="default", help="default, article or ulyanov")
+    stylize.add_argument("--preset", default="default", help="default, low-latency, article or ulyanov")
     stylize.add_argument("--style-weight", type=_non_negative, help="pull toward the style (default: the preset's, 1 for default; 0 = no effect)")
     stylize.add_argument("--content-weight", type=_non_negative, help="hold on to the content (default: the preset's, 0.3 for default)")
     stylize.add_argument("--iterations", type=int, help="optimiser iterations")

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +38,38 @@ DEFAULTS: dict[str, Any] = {
     "allow": [],
     "idle_timeout": 300.0,
     "max_record_seconds": 120.0,
-    "chunk_frames": 8,
+    "latency": "default",
+    "chunk_frames": None,  # the latency setting's
     "param": [],
     "http_port": None,  # --port + 1 (a free one with --port 0); 0: off
     "zeroconf": True,
     "device": "auto",
     "batch": "on",
 }
-TYPES = {"http_port": int, "max_sessions": (int, str)}  # config keys whose default does not tell their type
+TYPES = {"http_port": int, "max_sessions": (int, str), "chunk_frames": int}  # config keys whose default does not tell their type
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class LatencySetting:
+    """What ``--latency`` chooses: the analysis (a preset), the chunk, and when a chunk's steps run."""
+
+    preset: str
+    chunk_frames: int
+    window_seconds: float  # recent input the correction is trained on: a step's cost grows with it
+    steps_after_output: bool  # a chunk goes out first and takes its steps after: they add no latency
+    budget: float | None  # the budget parameter's starting value, where the setting needs its own
+    about: str
+
+
+LATENCIES = {
+    "default": LatencySetting("default", 8, 0.75, False, None, "about 185 ms at 48 kHz (--chunk-frames 3: about 105 ms)"),
+    # The steps come after the output, so the budget costs no latency: most of each short chunk goes to
+    # them, and a window of 0.5 s keeps a step (6 ms on one thread) within a chunk (10.7 ms at 48 kHz).
+    "low": LatencySetting("low-latency", 2, 0.5, True, 0.9, "under 50 ms at 48 kHz: a 21 ms analysis, 2-frame "
+                          "chunks, each chunk's steps after its output"),
+}
 # The watchdog that answers late blocks dry must get the interpreter within a millisecond or
 # so while two workers run NumPy between torch calls. A thread waiting for it gets it after
 # about one interval per busy thread ahead of it: at the default 5 ms, or even at 1 ms, the
@@ -87,8 +110,10 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     add("--idle-timeout", type=float, help=f"seconds before a silent session ends (default {DEFAULTS['idle_timeout']:g})")
     add("--max-record-seconds", type=float,
         help=f"longest /style/record recording (default {DEFAULTS['max_record_seconds']:g})")
-    add("--chunk-frames", type=int, help=f"STFT frames per chunk, the latency–CPU knob (default "
-        f"{DEFAULTS['chunk_frames']}: about 185 ms at 48 kHz; 3: about 105 ms)")
+    add("--latency", choices=LATENCIES, help="; ".join(f"{name}: {setting.about}" for name, setting in LATENCIES.items())
+        + f" (default {DEFAULTS['latency']})")
+    add("--chunk-frames", type=int, help="STFT frames per chunk, the latency–CPU knob (default: the --latency "
+        "setting's, 8 for default and 2 for low)")
     add("--device", choices=DEVICES, help="where the live steps run: cuda (every session's steps batched on the GPU), "
         "cpu, or auto (cuda when there is one; the default)")
     add("--batch", choices=("on", "off"), help="step the sessions whose chunks are due together as one batch "
@@ -116,6 +141,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}")
     if merged["batch"] not in ("on", "off"):
         raise ConfigError("batch must be on or off")
+    if merged["latency"] not in LATENCIES:
+        raise ConfigError(f"latency must be one of {', '.join(LATENCIES)}")
     return merged
 
 
@@ -298,16 +325,22 @@ def build_server(opts: dict[str, Any]):
     allow = parse_allow(opts["allow"])
     styles = parse_styles(opts["style"])
     stepper = make_stepper(opts["device"], opts["batch"])
+    latency = LATENCIES[opts["latency"]]
     params = Parameters()
+    if latency.budget is not None:
+        params.set("budget", latency.budget)
     for name, value in parse_params(opts["param"]):
         params.set(name, value)
     try:
-        stream_config = StreamConfig(chunk_frames=opts["chunk_frames"])
+        chunk_frames = latency.chunk_frames if opts["chunk_frames"] is None else opts["chunk_frames"]
+        stream_config = StreamConfig(chunk_frames=chunk_frames,
+                                     window_seconds=latency.window_seconds,
+                                     steps_after_output=latency.steps_after_output)
     except ValueError as error:
         raise ConfigError(f"--chunk-frames: {error}") from None
     styles_dir = Path(opts["styles_dir"]).expanduser() if opts["styles_dir"] else default_styles_dir()
     styles_dir.mkdir(parents=True, exist_ok=True)
-    preset = get_preset("default")
+    preset = get_preset(latency.preset)
     library = StyleLibrary(styles_dir, StyleCache(opts["cache_dir"]), preset, opts["max_record_seconds"])
     try:
         for name, path in styles:
@@ -337,6 +370,8 @@ def build_server(opts: dict[str, Any]):
                      demand=capacity is not None)
     log.info("warmed up in %.1f s: a live stream ran at 48 kHz mono and 44.1 kHz stereo before the first /connect",
              time.monotonic() - began)
+    log.info("latency setting %s: preset %s, %d frames a chunk, steps %s", opts["latency"], preset.name,
+             stream_config.chunk_frames, "after each chunk's output" if stream_config.steps_after_output else "before it")
     if capacity is not None:
         log.info("--max-sessions auto: room for %d sessions like the warm-up's 48 kHz mono one on %d cores "
                  "(each needs %.2f cores for its steps and %.2f for the rest)", capacity.holds(demand), cores,

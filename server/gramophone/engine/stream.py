@@ -32,6 +32,12 @@ How a block becomes stylised audio:
 In live mode a chunk's steps stop at its deadline (``budget`` × the chunk's duration
 after its last sample arrived); a chunk that cannot take a single step in time goes out
 with the correction learned so far and counts as late, so no backlog ever builds up.
+With ``steps_after_output`` a live chunk goes out at once with the correction learned so
+far, and its steps run afterwards (``learn_pending``, which the server calls once it has
+sent the blocks), under the same deadline: the steps add nothing to the latency, and each
+chunk's correction lags one chunk behind. The correction is shared across time and moves
+little from one chunk to the next, so the lag costs little; the latency's reserve then
+covers a chunk's whole work, not only its finishing.
 In render mode every chunk takes exactly ``iterations`` steps: the same input, settings
 and style always give the same output. A live processor given a ``BatchStepper``
 (``batch.py``) hands its chunks' steps to it, to be taken together with other streams' chunks
@@ -76,6 +82,12 @@ STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
 # session's latency for good.
 FINISH_SAFETY = 2.0
 MARGIN_SECONDS = 0.011
+# A live server pads a stalled input with silence once its next block is this late: late enough
+# to ride out a sender's jitter, early enough that every block already sent comes back on time.
+# With the steps before the output it is a share of the chunk's budget (the padded chunk takes
+# fewer steps); with the steps after it, time the reserve holds for it.
+PAD_GRACE_SHARE = 0.5
+INPUT_GRACE_SECONDS = 0.005
 WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
 # The share of its budget's steps a stream must keep for its effect to stay near what it has
 # alone (about that share of its held-out gain): what a session's demand counts of its steps.
@@ -87,6 +99,7 @@ class StreamConfig:
     """The streaming knobs that are not live parameters."""
 
     chunk_frames: int = 8  # the latency–CPU knob: frames processed together
+    steps_after_output: bool = False  # live: a chunk goes out first and takes its steps after (no latency for them)
     window_seconds: float = 0.75  # recent input the correction is trained on (a step's cost grows with it)
     fade_seconds: float = 0.3  # style switches crossfade their targets over this long
 
@@ -204,10 +217,15 @@ class StreamProcessor:
         self.prepared_budget = self.params.get("budget")
         self._prepared = True
         self._step_time = StepTime(0.0, floor=math.inf)  # one optimiser step, for the live deadline; the warm-up seeds it
+        self.chunk_work_seconds = 0.0  # a chunk's work but its steps: the warm-up measures it
         self._clear_counters()
         self.reset()
         finishing, self.chunk_work_seconds = self._warm_up()
-        self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
+        # with the steps after the output, all of a chunk's work lies between its arrival and its output
+        if self.config.steps_after_output:
+            self.reserve_seconds = FINISH_SAFETY * self.chunk_work_seconds + MARGIN_SECONDS + INPUT_GRACE_SECONDS
+        else:
+            self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
         reserve = math.ceil(self.reserve_seconds * sample_rate)
         if max_latency is not None:
             self.prepared_budget = self._fitting_budget(max_latency, reserve)
@@ -286,6 +304,7 @@ class StreamProcessor:
             self._fade_step = 0
             self._wet_ramp = Ramp(self._wet_target(), int(SMOOTHING_SECONDS * self.sample_rate))
             self._gain_ramp = Ramp(10 ** (self.params.get("gain_db") / 20), int(SMOOTHING_SECONDS * self.sample_rate))
+            self._pending_steps: tuple[StyleTarget, dict, float] | None = None  # the last chunk's, with the output first
 
     def _clear_counters(self) -> None:
         """Reset the statistics ``/status`` reports (the step-time estimates stay)."""
@@ -309,6 +328,11 @@ class StreamProcessor:
     def budget_seconds(self) -> float:
         """The most a chunk's optimiser may take in live mode (``budget`` × the chunk's duration)."""
         return self.prepared_budget * self.config.chunk_frames * self.hop / self.sample_rate
+
+    @property
+    def input_grace_seconds(self) -> float:
+        """How late a live block may arrive before a server pads its place with silence (a stall)."""
+        return INPUT_GRACE_SECONDS if self.config.steps_after_output else PAD_GRACE_SHARE * self.budget_seconds
 
     @property
     def demand(self) -> Demand:
@@ -450,6 +474,13 @@ class StreamProcessor:
             budget = min(self.params.get("budget"), self.prepared_budget)
             deadline = arrival + budget * (index + 1) * chunk * self.hop / self.sample_rate
             self._process_chunk(deadline)
+        if self._pending_steps is not None and chunks:
+            # Steps after the output end before the block that completes the next chunk can arrive,
+            # less that chunk's work: however long they are given, the next chunk never waits for them.
+            style, values, deadline = self._pending_steps
+            blocks_to_next = -(-((self._next_frame + chunk) * self.hop - self._received) // block.shape[1])
+            next_due = arrival + blocks_to_next * block.shape[1] / self.sample_rate
+            self._pending_steps = (style, values, min(deadline, next_due))
 
     def _frames(self, first: int, count: int) -> np.ndarray:
         """Complex spectra ``(channels, bins, count)`` of frames ``first …``."""
@@ -465,8 +496,12 @@ class StreamProcessor:
         share = (self._fade_step + 1) / (self.fade_chunks + 1)
         return mix_targets([(self._fade_from, 1 - share), (self._style, share)], name=self._style.name)
 
+    @property
+    def _steps_after(self) -> bool:
+        return self.config.steps_after_output and self.mode == "live"
+
     def _process_chunk(self, deadline: float) -> None:
-        if self.mode == "live" and self.stepper is not None and deadline > time.monotonic():
+        if self.mode == "live" and self.stepper is not None and deadline > time.monotonic() and not self._steps_after:
             with self.stepper.expecting(self._adam):  # its steps may wait for this chunk's, to take them together
                 self._do_chunk(deadline)
         else:
@@ -494,10 +529,13 @@ class StreamProcessor:
         anchor = torch.from_numpy(self._chain.run("anchor", logmag, context, bound))
         self._history = torch.cat([self._history, anchor], dim=-1)[..., -self.window_frames:]
         self._limits = torch.cat([self._limits, limit], dim=-1)[..., -self.window_frames:]
-        steps = self._learn(style, values, deadline)
+        if self._steps_after:
+            steps, live_late = 0, False  # counted when they are taken (learn_pending)
+            self._pending_steps = (style, values, deadline)  # a later chunk of the same push replaces it
+        else:
+            steps = self._learn(style, values, deadline)
+            live_late = self.mode == "live" and self._plans_steps(values) and steps == 0
         finishing = time.monotonic()
-        planned = self._plans_steps(values)
-        live_late = self.mode == "live" and planned and steps == 0
         if values["style_weight"] > 0:
             edited = torch.minimum(anchor + self._correction.detach(), limit).numpy()
         else:
@@ -516,6 +554,24 @@ class StreamProcessor:
             self._iterations_total += steps
             self._late += int(live_late)
         self._trim_input()
+
+    def learn_pending(self) -> int:
+        """Take the steps of the last chunk gone out, when ``steps_after_output`` put them off; returns them.
+
+        Call it once the blocks that ``push`` released have been sent. The steps end by that
+        chunk's deadline, so they are over before the next chunk can be due.
+        """
+        self._require_prepared()
+        with self._computing(), self._lock:
+            if self._pending_steps is None:
+                return 0
+            style, values, deadline = self._pending_steps
+            self._pending_steps = None
+            steps = self._learn(style, values, deadline)
+            with self._stats_lock:
+                self._iterations_total += steps
+                self._late += int(self._plans_steps(values) and steps == 0)
+            return steps
 
     def _plans_steps(self, values: dict) -> bool:
         """Whether a chunk takes steps: the effect on, steps allowed, a window a network can read."""
@@ -616,6 +672,9 @@ class StreamProcessor:
         room = max_latency - reserve
         if self._latency(self.prepared_budget) <= room:
             return self.prepared_budget
+        if self.config.steps_after_output:
+            raise ValueError(f"the latency cannot fit {max_latency} samples: it needs {self._latency(0) + reserve} "
+                             "(allow more latency, or use fewer --chunk-frames)")
         low = self.params.specs["budget"].minimum
         if self._latency(low) > room:
             raise ValueError(f"the latency cannot fit {max_latency} samples: it needs {self._latency(low) + reserve} "
@@ -631,8 +690,10 @@ class StreamProcessor:
 
         Simulated over enough blocks to cover every phase between block and chunk grids:
         output block ``b`` is ready when the chunk holding frame ``⌊((b+1)B − 1 + N − H) / H⌋``
-        is done, at that chunk's completing block's arrival plus its compute budget.
+        is done, at that chunk's completing block's arrival plus its compute budget (none
+        when the steps come after the output).
         """
+        budget = 0.0 if self.config.steps_after_output else budget
         block, hop, n_fft, chunk = self.block_size, self.hop, self.n_fft, self.config.chunk_frames
         period = math.lcm(block, chunk * hop) // block
         worst = 0.0
@@ -670,6 +731,7 @@ def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
         signal = _test_signal(rate, channels, int(seconds * rate))
         for seq, start in enumerate(range(0, signal.shape[1] - block_size + 1, block_size)):
             processor.push(seq, signal[:, start:start + block_size].T.reshape(-1))
+            processor.learn_pending()
         processor.flush()
         if stepper is not None and (rate, channels) == formats[0]:
             stepper.warm_up(processor.nets, style.grams, preset.analysis.channels, processor.window_frames, streams)

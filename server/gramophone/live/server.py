@@ -51,10 +51,6 @@ WATCH_SECONDS = 0.002  # how often the watchdog looks at every live session
 SEND_GUARD_SECONDS = 0.006
 MAX_WAKE_LAG = 0.004
 WAKE_LAG_DECAY = 0.999
-# A stalled live input is padded with silence once its next block is this share of a
-# chunk's budget overdue: late enough to ride out a sender's jitter, early enough that the
-# padded chunk still takes steps and every block already sent comes back on time.
-PAD_GRACE_SHARE = 0.5
 
 
 class Processor(Protocol):
@@ -63,13 +59,14 @@ class Processor(Protocol):
     mode: str
     latency_samples: int
     prepared_budget: float
-    budget_seconds: float  # the most a chunk's optimiser may take in live mode
+    input_grace_seconds: float  # how late a live block may be before its place is padded with silence
     demand: Demand  # the cores it needs in real time
 
     def prepare(self, sample_rate: int, channels: int, block_size: int, max_latency: int | None = None) -> None: ...
     def push(self, seq: int, block: np.ndarray, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
     def push_silence(self, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
     def skip(self, seq: int, arrival: float | None = None) -> list[tuple[int, np.ndarray]]: ...
+    def learn_pending(self) -> int: ...  # steps put off until the chunk's blocks have been sent
     def flush(self) -> list[tuple[int, np.ndarray]]: ...
     def reset(self) -> None: ...
     def set_style(self, target: Any) -> None: ...
@@ -518,12 +515,14 @@ class Server:
             session.take(seq)  # refused: its /fail is its answer
             raise
         self._send_blocks(peer, session, released)
+        session.processor.learn_pending()
 
     def _pad(self, peer: Peer, session: Session, arrival: float) -> None:
         """A live input stalled mid-chunk: silence in its place, so the blocks already sent come back on time."""
         session.padding = False
         if peer.session is session and session.processor.mode == "live" and session.in_flight:
             self._send_blocks(peer, session, session.processor.push_silence(arrival))
+            session.processor.learn_pending()
 
     def _answer_dry(self, peer: Peer, session: Session, seq: int, block: InFlight | None) -> None:
         """A live block that cannot be on time goes back as it came (its own input, unprocessed)."""
@@ -790,7 +789,7 @@ class Server:
         Its deadlines count from when that block would have arrived, so the padded chunk
         ends on the same schedule as a real one; the grace only shortens its steps.
         """
-        grace = PAD_GRACE_SHARE * session.processor.budget_seconds
+        grace = session.processor.input_grace_seconds
         if session.padding or not session.in_flight or peer.content_queued or now < session.expected_arrival + grace:
             return
         session.padding = True

@@ -1,0 +1,66 @@
+"""``gramophone serve --latency low``: a real server whose 48 kHz sessions answer within 50 ms, wet.
+
+The setting's parts (the 21 ms analysis, 2-frame chunks, steps after each chunk's output) are
+tested in test_stream.py; here a real-time sender streams speech through a real server.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import soxr
+
+from serverutil import SERVER_COMMAND, RealTimeSender, running_server
+
+pytestmark = pytest.mark.slow
+
+RATE = 48000
+LOOPBACK_SLACK = 0.002  # as in test_live_promise: the loopback hop and the reply's send call
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("low-latency"), "--latency", "low") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def speech_48k(speech) -> np.ndarray:
+    audio, rate = speech["content"]
+    return soxr.resample(audio[0], rate, RATE).astype(np.float32)
+
+
+@pytest.mark.parametrize("block", [256, 512])
+def test_a_48_khz_session_is_answered_within_50_ms_wet_and_on_time(srv, speech_48k, block):
+    assert "latency setting low: preset low-latency, 2 frames a chunk, steps after each chunk's output" in srv.log_text()
+    count = int(4.0 * RATE / block)
+    blocks = list(speech_48k[: count * block].reshape(count, block))
+    sender = RealTimeSender(srv.host, srv.port, RATE, block)
+    try:
+        latency = sender.request("/connect", RATE, 1, block, reply="/connected").params[1] / RATE
+        assert latency <= 0.050
+        sender.send(0, blocks)
+        time.sleep(latency + 0.3)
+        names = ("sessions", "rtf_avg", "rtf_peak", "iterations_avg", "latency_ms", "late_chunks", "lost_blocks",
+                 "queued_blocks", "late_blocks")
+        status = dict(zip(names, sender.request("/status", reply="/status/reply").params))
+        sender.request("/disconnect", reply="/done")
+    finally:
+        sender.close()
+    delays = sender.delays()
+    assert sorted(delays) == list(range(count)) and sender.repeats == 0
+    assert status["late_blocks"] == 0 and max(delays.values()) <= latency + LOOPBACK_SLACK, status
+    assert status["iterations_avg"] > 0.3, status  # the steps after the output do run
+    dry = sum(np.array_equal(sender.samples[seq], block) for seq, block in enumerate(blocks))
+    assert dry <= 0.01 * count, f"{dry} of {count} blocks went back dry"
+
+
+def test_an_unknown_latency_setting_in_the_config_file_is_one_line(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('latency = "lowest"\n')
+    done = subprocess.run([*SERVER_COMMAND, "--config", str(config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "latency must be one of default, low" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
