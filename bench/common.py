@@ -24,6 +24,7 @@ from gramophone.dsp.analysis import analyse
 from gramophone.audio import resample
 from gramophone.engine.network import get_pool
 from gramophone.params import Parameters
+from gramophone.engine.latency import LATENCIES, LatencySetting
 from gramophone.engine.presets import Preset, get_preset
 from gramophone.osc.protocol import encode_audio
 from gramophone.engine.stream import StreamConfig, StreamProcessor
@@ -80,13 +81,17 @@ class StreamRender(Render):
 
 
 def stream_processor(pair: Pair, preset: Preset, chunk_frames: int, settings: dict[str, float] | None = None,
-                     mode: str = "live", steps_after_output: bool = False) -> StreamProcessor:
-    """A processor for the pair's style with the given chunk size and live parameter values."""
+                     mode: str = "live", latency: LatencySetting = LATENCIES["default"]) -> StreamProcessor:
+    """A processor for the pair's style with the given chunk size and live parameter values, on the
+    training window and step schedule of a ``serve --latency`` setting (its budget unless ``settings`` has one)."""
     params = Parameters()
+    if latency.budget is not None:
+        params.set("budget", latency.budget)
     for name, value in (settings or {}).items():
         params.set(name, value)
-    return StreamProcessor(params, style_target(pair, preset), preset, mode=mode,
-                           config=StreamConfig(chunk_frames=chunk_frames, steps_after_output=steps_after_output))
+    config = StreamConfig(chunk_frames=chunk_frames, window_seconds=latency.window_seconds,
+                          steps_after_output=latency.steps_after_output)
+    return StreamProcessor(params, style_target(pair, preset), preset, mode=mode, config=config)
 
 
 def chunk_for_latency(pair: Pair, preset: Preset, sample_rate: int, max_latency_ms: float, block_size: int = 512,
@@ -111,19 +116,19 @@ def chunk_for_latency(pair: Pair, preset: Preset, sample_rate: int, max_latency_
 
 def render_stream(pair: Pair, preset: Preset, sample_rate: int, chunk_frames: int, *, block_size: int = 512,
                   mode: str = "live", settings: dict[str, float] | None = None, realtime: bool = False,
-                  steps_after_output: bool = False) -> StreamRender:
+                  latency: LatencySetting = LATENCIES["default"]) -> StreamRender:
     """Push the pair's content through a ``StreamProcessor`` block by block, as if live.
 
     Block ``k`` arrives ``(k + 1) × block`` after the start. With ``realtime`` the loop
     sleeps until then; otherwise the idle time is skipped (the clock is shifted) while a
     late block keeps its past arrival time, so deadlines, backlog and latency are exactly
-    those of a real-time feed, without the waiting. Steps put off until after the output
-    (``steps_after_output``) are taken once a block's outputs are collected, as a server
-    takes them once it has sent them.
+    those of a real-time feed, without the waiting. Steps put off until after the output (as
+    ``latency`` may say) are taken once a block's outputs are collected, as a server takes
+    them once it has sent them.
     """
     content, _, rate = pair.load()
     audio = resample(content[None], rate, sample_rate)[0]
-    processor = stream_processor(pair, preset, chunk_frames, settings, mode, steps_after_output)
+    processor = stream_processor(pair, preset, chunk_frames, settings, mode, latency)
     processor.prepare(sample_rate, 1, block_size)
     blocks = np.pad(audio, (0, -audio.size % block_size)).reshape(-1, block_size)
     period = block_size / sample_rate
@@ -218,9 +223,9 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def chunk_seconds(sample_rate: int) -> float:
-    """How long one live chunk of the default preset lasts (``chunk_frames`` STFT hops)."""
-    return StreamConfig().chunk_frames * get_preset("default").analysis.hop_length(sample_rate) / sample_rate
+def chunk_seconds(sample_rate: int, latency: LatencySetting = LATENCIES["default"]) -> float:
+    """How long one live chunk of a ``serve --latency`` setting lasts (``chunk_frames`` STFT hops of its preset)."""
+    return latency.chunk_frames * get_preset(latency.preset).analysis.hop_length(sample_rate) / sample_rate
 
 
 def message(address: str, *args) -> bytes:

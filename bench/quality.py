@@ -2,7 +2,8 @@
 
 Paths: the dry content, the offline default preset (plus any ``--presets``), and the live
 stream at 48 kHz at the default chunk, and at the largest chunk that keeps the reported latency
-within 300 ms, within 150 ms, and (the low-latency setting) within 100 ms. Each is scored with the
+within 300 ms, within 150 ms, and (the low-latency setting) within 100 ms, and ``serve --latency low``
+(the ≤ 50 ms setting). Each is scored with the
 held-out measures of ``gramophone.metrics``; the targets table takes the mean over pairs
 (STOI over the speech pairs) and the worst RTF. The independent judge (timbre on
 the HTK front end, F0 and formants, which no stage is tuned on) is reported beside them,
@@ -27,6 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from gramophone import metrics
+from gramophone.engine.latency import LATENCIES
 from gramophone.engine.presets import PRESETS, VOICE_CONTROLS, get_preset
 from gramophone.engine.stream import StreamConfig
 from gramophone.params import PARAMETERS
@@ -46,6 +48,14 @@ class PathSpec:
     max_latency_ms: float | None = None
     sample_rate: int = 48000
     chunk_frames: int | None = None  # live: this chunk, else the largest within max_latency_ms
+    latency: str = "default"  # live: the serve --latency setting (its window, step schedule and budget)
+
+    @property
+    def key(self) -> str:
+        """A short name for ``--live``: the chunk, the latency bound or the latency setting."""
+        if self.latency != "default":
+            return self.latency
+        return f"{self.max_latency_ms:g}ms" if self.max_latency_ms is not None else "default-chunk"
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ PATHS = (
     PathSpec("live 48 kHz ≤300 ms", "live", max_latency_ms=300),
     PathSpec("live 48 kHz ≤150 ms", "live", max_latency_ms=150),
     PathSpec("live 48 kHz ≤100 ms", "live", max_latency_ms=100),
+    PathSpec("live 48 kHz ≤50 ms (--latency low)", "live", preset=LATENCIES["low"].preset,
+             chunk_frames=LATENCIES["low"].chunk_frames, latency="low"),
 )
 TARGETS = {
     "offline default": Target(0.55, 0.75, 0.85, 1.0),
@@ -114,7 +126,8 @@ def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime
         settings = ({} if iterations is None else {"iterations": iterations}) | voice
         chunk = path.chunk_frames or chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms,
                                                        settings=settings)
-        render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime)
+        render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime,
+                               latency=LATENCIES[path.latency])
         detail = {"chunk_frames": chunk, "latency_ms": render.latency_ms, "iterations": render.iterations,
                   "late_chunks": render.late_chunks, "chunks": render.chunks, "peak": peak(render.audio)}
     return Outcome(pair, path, render.audio, render.sample_rate, measure(pair, render, preset, voice=True),
@@ -354,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="reference presets to run offline as well (slow)")
     parser.add_argument("--iterations", type=int, help="override offline iterations and live steps per chunk")
     parser.add_argument("--realtime", action="store_true", help="pace live blocks with real sleeps")
+    parser.add_argument("--live", nargs="*", choices=[path.key for path in PATHS[2:]],
+                        help="only these live paths (default: all)")
     parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair")
     parser.add_argument("--html", type=Path, help="write the listening report here")
     parser.add_argument("--markdown", action="store_true")
@@ -364,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     apply_threads(args.threads)
     if args.quick:
         args.pairs = ["male-female", "pluck-organ"]
-    paths = [*PATHS[:2], *(PathSpec(f"offline {name}", "offline", name) for name in args.presets), *PATHS[2:]]
+    live = [path for path in PATHS[2:] if args.live is None or path.key in args.live]
+    paths = [*PATHS[:2], *(PathSpec(f"offline {name}", "offline", name) for name in args.presets), *live]
     voice = {}
     for item in args.voice:
         name, _, value = item.partition("=")

@@ -20,6 +20,7 @@ Usage::
     python -m bench.server --quick        # 3 s per stream; 1, 2 and 4 sessions
     python -m bench.server --batch off    # each session steps alone (the server before batching)
     python -m bench.server --max-sessions auto   # the server admits what its cores hold
+    python -m bench.server --latency low --sessions 1 2   # serve --latency low (under 50 ms at 48 kHz)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 from pythonosc.osc_message import OscMessage
 
 from gramophone import metrics
+from gramophone.engine.latency import LATENCIES
 from gramophone.audio import resample
 from gramophone.osc.framing import SlipDecoder
 
@@ -175,8 +177,10 @@ def pings(server: Server, stop: threading.Event, out: list[float]) -> None:
         time.sleep(0.02)
 
 
-def at_once(server: Server, sessions: int, seconds: float, audio: np.ndarray | None = None) -> tuple[dict, list[dict]]:
-    """``sessions`` real-time streams of blocks of 512 started together: the admitted ones' totals and results."""
+def at_once(server: Server, sessions: int, seconds: float, chunk: float,
+            audio: np.ndarray | None = None) -> tuple[dict, list[dict]]:
+    """``sessions`` real-time streams of blocks of 512 started together (chunks of ``chunk`` seconds):
+    the admitted ones' totals and results."""
     results: list[dict] = [{} for _ in range(sessions)]
     barrier = threading.Barrier(sessions)
     threads = [threading.Thread(target=stream, args=(server, 512, seconds, r, barrier, audio)) for r in results]
@@ -188,7 +192,7 @@ def at_once(server: Server, sessions: int, seconds: float, audio: np.ndarray | N
     results = [r for r in results if "refused" not in r]
     late = sum(r["late"] for r in results)
     dry = sum(r["dry"] for r in results) + sum(r["blocks"] - r["returned"] for r in results)
-    share = late / (chunks_in(seconds) * len(results))
+    share = late / (seconds / chunk * len(results))
     totals = {"sessions": sessions, "admitted": len(results), "refusal": refused[0] if refused else "",
               "iterations": np.mean([r["iterations"] for r in results]),
               "late": late, "share": share, "dry": dry, "reported": min(r["latency_ms"] for r in results),
@@ -209,7 +213,7 @@ def use_pair_style(server: Server, pair: Pair) -> None:
     osc.expect("/done")
 
 
-def sessions_held(server: Server, seconds: float, counts: tuple[int, ...]) -> list[dict]:
+def sessions_held(server: Server, seconds: float, counts: tuple[int, ...], chunk: float) -> list[dict]:
     """Each count of sessions streaming the quality pair's content at once, with every session's held-out gain."""
     pair = make_pair(QUALITY_PAIR, 10.0)
     content, style, rate = pair.load()
@@ -219,7 +223,7 @@ def sessions_held(server: Server, seconds: float, counts: tuple[int, ...]) -> li
     rows = []
     lone = None
     for sessions in counts:
-        totals, results = at_once(server, sessions, seconds, audio)
+        totals, results = at_once(server, sessions, seconds, chunk, audio)
         gains = [metrics.measure(content[:length], style, r["output"][: int(length * RATE / rate)], rate,
                                  output_rate=RATE, speech=pair.speech).held_out_gain for r in results]
         if sessions == 1:
@@ -232,10 +236,6 @@ def sessions_held(server: Server, seconds: float, counts: tuple[int, ...]) -> li
         print(f"{sessions} session(s), {totals['admitted']} admitted: held-out gain {min(gains):.2f}–{max(gains):.2f}, "
               f"late {totals['share']:.0%}, dry {totals['dry']}, holds {rows[-1]['holds']}", flush=True)
     return rows
-
-
-def chunks_in(seconds: float) -> float:
-    return seconds / chunk_seconds(RATE)
 
 
 def param_rates(server: Server, count: int) -> dict:
@@ -270,6 +270,7 @@ def main() -> None:
     parser.add_argument("--batch", choices=("on", "off"), default="on", help="the server's --batch (default on)")
     parser.add_argument("--max-sessions", default="32", metavar="N|auto",
                         help="the server's --max-sessions (default 32; auto: sessions beyond what it holds are refused)")
+    parser.add_argument("--latency", choices=LATENCIES, default="default", help="the server's --latency (default default)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 6.0)
@@ -277,7 +278,7 @@ def main() -> None:
     if counts[0] != 1:
         parser.error("--sessions must start with 1: the lone session is what quality is compared to")
     with tempfile.TemporaryDirectory() as folder:
-        server = Server(Path(folder), "--batch", args.batch, "--max-sessions", args.max_sessions)
+        server = Server(Path(folder), "--batch", args.batch, "--max-sessions", args.max_sessions, "--latency", args.latency)
         try:
             rows = []
             ping_times: list[float] = []
@@ -292,7 +293,8 @@ def main() -> None:
                 if pinger:
                     pinger.join()
                 rows.append(row)
-            print(f"\nLive /content → /audio at {RATE} Hz, {seconds:g} s of blocks sent in real time (one session)")
+            print(f"\nLive /content → /audio at {RATE} Hz, {seconds:g} s of blocks sent in real time (one session, "
+                  f"--latency {args.latency})")
             print(table(rows, [Column("block", "block"), Column("latency_ms", "reported ms", "{:.0f}"),
                                Column("p50", "p50 ms", "{:.0f}"), Column("p99", "p99 ms", "{:.0f}"),
                                Column("worst", "worst ms", "{:.0f}"), Column("returned", "returned"),
@@ -303,9 +305,10 @@ def main() -> None:
             if ping_times:
                 print(f"\n/ping round trip while a block-512 session streams: p50 {np.percentile(ping_times, 50):.2f} ms, "
                       f"p99 {np.percentile(ping_times, 99):.2f} ms, worst {max(ping_times):.2f} ms ({len(ping_times)} pings)")
-            capacity = sessions_held(server, seconds, counts)
+            capacity = sessions_held(server, seconds, counts, chunk_seconds(RATE, LATENCIES[args.latency]))
             print(f"\nReal-time sessions at once ({RATE} Hz mono, blocks of 512, {QUALITY_PAIR} with its style, "
-                  f"--batch {args.batch}, --max-sessions {args.max_sessions}; holds = no dry block, ≤ 5 % late chunks, "
+                  f"--batch {args.batch}, --max-sessions {args.max_sessions}, --latency {args.latency}; holds = no dry "
+                  "block, ≤ 5 % late chunks, "
                   "no answer after the reported latency, every session's held-out gain ≥ 0.8 of the lone session's)")
             print(table(capacity, [Column("sessions", "sessions"), Column("admitted", "admitted"),
                                    Column("iterations", "steps/chunk", "{:.1f}"),

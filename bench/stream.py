@@ -11,6 +11,7 @@ Usage::
     python -m bench.stream                 # 22.05/44.1/48 kHz × chunks 4/8/16/32, speech pairs, 10 s
     python -m bench.stream --quick         # 48 kHz, chunks 8 and 16, one pair
     python -m bench.stream --rates 48000 --chunks 8 --pairs male-female --profile   # where a chunk's time goes
+    python -m bench.stream --latency low --rates 48000 --chunks 2 --block-size 256  # serve --latency low
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 
 import numpy as np
 
+from gramophone.engine.latency import LATENCIES
 from gramophone.engine.presets import Preset, get_preset
 
 from .common import Column, add_threads_option, apply_threads, measure, render_offline, render_stream, table
@@ -49,11 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", nargs="+", choices=PAIR_NAMES, default=list(SPEECH_PAIRS))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--block-size", type=int, default=512)
-    parser.add_argument("--preset", default="default")
+    parser.add_argument("--preset", help="default: the --latency setting's")
     parser.add_argument("--budget", type=float, help="the live budget parameter (default: the parameter's default)")
     parser.add_argument("--realtime", action="store_true", help="pace blocks with real sleeps")
-    parser.add_argument("--steps-after-output", action="store_true",
-                        help="live chunks go out first and take their steps after (serve --latency low)")
+    parser.add_argument("--latency", choices=LATENCIES, default="default",
+                        help="a serve --latency setting's preset, training window, step schedule and budget "
+                             "(--preset, --chunks and --budget still apply)")
     parser.add_argument("--quick", action="store_true", help="48 kHz, chunks 8 and 16, one pair")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--profile", action="store_true",
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     apply_threads(args.threads)
     if args.quick:
         args.rates, args.chunks, args.pairs = [48000], [8, 16], ["male-female"]
-    preset = get_preset(args.preset)
+    latency = LATENCIES[args.latency]
+    preset = get_preset(latency.preset if args.preset is None else args.preset)
     pairs = make_pairs(args.pairs, args.seconds)
     settings = {} if args.budget is None else {"budget": args.budget}
     if args.profile:
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             runs = []
             for pair in pairs:
                 render = render_stream(pair, preset, rate, chunk, block_size=args.block_size, settings=settings,
-                                       realtime=args.realtime, steps_after_output=args.steps_after_output)
+                                       realtime=args.realtime, latency=latency)
                 report = measure(pair, render)
                 runs.append({
                     "latency_ms": render.latency_ms,

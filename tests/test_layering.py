@@ -32,7 +32,7 @@ def imported_by(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize("module", ["gramophone.osc", "gramophone.dsp", "gramophone.stages", "gramophone.params",
-                                    "gramophone.capacity", "gramophone.audio", "gramophone.engine.presets",
+                                    "gramophone.capacity", "gramophone.audio", "gramophone.engine.presets", "gramophone.engine.latency",
                                     "gramophone.builtin_styles", "gramophone_client.osc",
                                     "gramophone_client.transport"])
 def test_torch_free_layers_never_load_torch(module):

@@ -18,11 +18,11 @@ import sys
 import threading
 import time
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..capacity import Capacity
+from ..engine.latency import LATENCIES
 from ..params import PARAMETERS, Parameters
 
 log = logging.getLogger("gramophone.server")
@@ -51,25 +51,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-@dataclass(frozen=True)
-class LatencySetting:
-    """What ``--latency`` chooses: the analysis (a preset), the chunk, and when a chunk's steps run."""
-
-    preset: str
-    chunk_frames: int
-    window_seconds: float  # recent input the correction is trained on: a step's cost grows with it
-    steps_after_output: bool  # a chunk goes out first and takes its steps after: they add no latency
-    budget: float | None  # the budget parameter's starting value, where the setting needs its own
-    about: str
-
-
-LATENCIES = {
-    "default": LatencySetting("default", 8, 0.75, False, None, "about 185 ms at 48 kHz (--chunk-frames 3: about 105 ms)"),
-    # The steps come after the output, so the budget costs no latency: most of each short chunk goes to
-    # them, and a window of 0.5 s keeps a step (6 ms on one thread) within a chunk (10.7 ms at 48 kHz).
-    "low": LatencySetting("low-latency", 2, 0.5, True, 0.9, "under 50 ms at 48 kHz: a 21 ms analysis, 2-frame "
-                          "chunks, each chunk's steps after its output"),
-}
 # The watchdog that answers late blocks dry must get the interpreter within a millisecond or
 # so while two workers run NumPy between torch calls. A thread waiting for it gets it after
 # about one interval per busy thread ahead of it: at the default 5 ms, or even at 1 ms, the

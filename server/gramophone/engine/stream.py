@@ -574,8 +574,14 @@ class StreamProcessor:
             return steps
 
     def _plans_steps(self, values: dict) -> bool:
-        """Whether a chunk takes steps: the effect on, steps allowed, a window a network can read."""
-        return values["style_weight"] > 0 and values["iterations"] > 0 and self._history.shape[-1] >= self.min_window
+        """Whether a chunk takes steps: the effect on, steps allowed, a window a network can read.
+
+        Steps after the output wait for the whole window: a short chunk's steps must fit before
+        the next chunk, and a window still growing gives every step a new shape, whose first
+        run costs torch far more than the estimate it is planned with.
+        """
+        needed = self.window_frames if self._steps_after else self.min_window
+        return values["style_weight"] > 0 and values["iterations"] > 0 and self._history.shape[-1] >= needed
 
     def _learn(self, style: StyleTarget, values: dict, deadline: float) -> int:
         """Adam steps on the correction over the recent window; returns the steps taken.
