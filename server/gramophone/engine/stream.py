@@ -475,8 +475,8 @@ class StreamProcessor:
             deadline = arrival + budget * (index + 1) * chunk * self.hop / self.sample_rate
             self._process_chunk(deadline)
         if self._pending_steps is not None and chunks:
-            # Steps after the output end before the block that completes the next chunk can arrive,
-            # less that chunk's work: however long they are given, the next chunk never waits for them.
+            # Steps after the output end by the time the block that completes the next chunk can
+            # arrive: however much budget they are given, the next chunk does not wait for them.
             style, values, deadline = self._pending_steps
             blocks_to_next = -(-((self._next_frame + chunk) * self.hop - self._received) // block.shape[1])
             next_due = arrival + blocks_to_next * block.shape[1] / self.sample_rate
