@@ -54,7 +54,7 @@ def test_the_server_killed_and_restarted_mid_stream(plugin_build: Path, plugin_s
     dry = dry_blocks(out[:, None], audio[:, None], block)
     at = (np.arange(len(dry)) + 1) * block / RATE  # when each block's input was complete
     gap = (at > times[lost]) & (at < times[back] - 0.25)
-    assert gap.sum() > 5 * RATE / block and dry[gap].all()  # seconds of it, all dry
+    assert gap.sum() > 2 * RATE / block and dry[gap].all()  # seconds of it (a restart loads torch and warms up), all dry
     before = (at > times[lost] - 4) & (at < times[lost] - 0.5)
     after = at > times[back] + 1.0
     assert dry[before].mean() <= 0.05 and dry[after].mean() <= 0.05, (dry[before].mean(), dry[after].mean())

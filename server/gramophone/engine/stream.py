@@ -562,11 +562,13 @@ class StreamProcessor:
         chunk's deadline, so they are over before the next chunk can be due.
         """
         self._require_prepared()
+        if self._pending_steps is None:  # nothing put off (the steps came before the output): no compute slot taken
+            return 0
         with self._computing(), self._lock:
-            if self._pending_steps is None:
+            pending, self._pending_steps = self._pending_steps, None
+            if pending is None:  # a reset between the look and the lock
                 return 0
-            style, values, deadline = self._pending_steps
-            self._pending_steps = None
+            style, values, deadline = pending
             steps = self._learn(style, values, deadline)
             with self._stats_lock:
                 self._iterations_total += steps
