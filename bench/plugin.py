@@ -28,6 +28,7 @@ Usage::
     make -C clients/plugin
     python -m bench.plugin                 # 20 s per run, about 4 minutes
     python -m bench.plugin --seconds 10 --markdown
+    python -m bench.plugin --latency low --plugin-latency 70   # the server under 50 ms, the plugin at 70 ms
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 from pythonosc.osc_message import OscMessage
+
+from gramophone.engine.latency import LATENCIES
 
 from .common import Column, Server, chunk_seconds, message, report_goals, table
 from .soak import BLOCK as VOICE_BLOCK
@@ -82,8 +85,10 @@ def status(server: Server) -> list:
     raise SystemExit("the server does not answer /status")
 
 
-def run(server: Server, folder: Path, seconds: float, host_block: int, count: int, name: str) -> list[dict]:
-    """``count`` hosts at once; one row per host, plus the server's late-chunk share in each."""
+def run(server: Server, folder: Path, seconds: float, host_block: int, count: int, name: str,
+        chunk: float, params: tuple[str, ...] = ()) -> list[dict]:
+    """``count`` hosts at once, each with plugin ``params`` (``NAME=VALUE``); one row per host, plus the
+    server's late-chunk share in each (its chunks last ``chunk`` seconds)."""
     hosts = []
     for index in range(count):
         stem = folder / f"{name}-{index}"
@@ -91,11 +96,12 @@ def run(server: Server, folder: Path, seconds: float, host_block: int, count: in
         audio.astype("<f4").tofile(f"{stem}.in")
         command = [str(BUILD / "clap-host"), str(BUILD / "gramophone-mono.clap"), "--in", f"{stem}.in",
                    "--out", f"{stem}.out", "--rate", str(RATE), "--block", str(host_block), "--realtime", "--flush",
-                   "--param", f"Server port={server.port}", "--report", f"{stem}.json", "--trace", f"{stem}.jsonl"]
+                   "--param", f"Server port={server.port}", "--report", f"{stem}.json", "--trace", f"{stem}.jsonl",
+                   *(argument for param in params for argument in ("--param", param))]
         hosts.append((stem, audio, subprocess.Popen(command, stderr=subprocess.DEVNULL)))
     time.sleep(seconds - 0.5)  # the sessions are still up: their counts are the server's whole story
     fields = status(server)
-    late_chunks = fields[5] / max(1.0, count * seconds / chunk_seconds(RATE))
+    late_chunks = fields[5] / max(1.0, count * seconds / chunk)
     lost, server_late = fields[6], fields[8] if len(fields) > 8 else None
     rows = []
     for stem, audio, proc in hosts:
@@ -158,25 +164,32 @@ COLUMNS = [Column("run", "run"), Column("host_block", "host block"), Column("ins
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each run (default 20)")
+    parser.add_argument("--latency", choices=LATENCIES, default="default", help="the server's --latency (default default)")
+    parser.add_argument("--plugin-latency", type=float, metavar="MS",
+                        help="the plugin's Plugin latency setting (default: the plugin's own, 195 ms)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     if not (BUILD / "clap-host").exists():
         raise SystemExit("build the plugin first: make -C clients/plugin")
+    chunk = chunk_seconds(RATE, LATENCIES[args.latency])
+    params = () if args.plugin_latency is None else (f"Plugin latency={args.plugin_latency:g}",)
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        server = Server(folder)
+        server = Server(folder, "--latency", args.latency)
         try:
-            rows = run(server, folder, WARMUP_SECONDS, 256, 1, "warm-up")
-            single = [row for block in HOST_BLOCKS for row in run(server, folder, args.seconds, block, 1, f"block {block}")]
+            rows = run(server, folder, WARMUP_SECONDS, 256, 1, "warm-up", chunk, params)
+            single = [row for block in HOST_BLOCKS
+                      for row in run(server, folder, args.seconds, block, 1, f"block {block}", chunk, params)]
             multi = [row for count in INSTANCES
-                     for row in run(server, folder, args.seconds, INSTANCE_BLOCK, count, f"{count} instances")]
+                     for row in run(server, folder, args.seconds, INSTANCE_BLOCK, count, f"{count} instances", chunk,
+                                    params)]
         except BaseException:
             print(server.log.read_text()[-3000:], file=sys.stderr)
             raise
         finally:
             server.stop()
     print(f"\nThe plugin (CLAP, mono) at {RATE} Hz in a host paced in real time, {args.seconds:g} s per run, "
-          f"plugin blocks of {PLUGIN_BLOCK}; a server chunk is {1000 * chunk_seconds(RATE):.1f} ms; "
+          f"plugin blocks of {PLUGIN_BLOCK}; serve --latency {args.latency}, a server chunk is {1000 * chunk:.1f} ms; "
           f"{os.cpu_count()} cores")
     print(table(rows + single + multi, COLUMNS, args.markdown))
     report_goals(goals(single, multi))
