@@ -55,7 +55,7 @@ def test_a_48_khz_session_is_answered_within_50_ms_wet_and_on_time(srv, speech_4
     assert status["late_blocks"] == 0 and max(delays.values()) <= latency + LOOPBACK_SLACK, status
     assert status["iterations_avg"] > 0.1, status  # the steps after the output do run (none in the first 0.5 s)
     dry = sum(np.array_equal(sender.samples[seq], block) for seq, block in enumerate(blocks))
-    assert dry <= 0.01 * count, f"{dry} of {count} blocks went back dry"
+    assert dry <= 0.02 * count, f"{dry} of {count} blocks went back dry"
 
 
 def test_an_unknown_latency_setting_in_the_config_file_is_one_line(tmp_path):
