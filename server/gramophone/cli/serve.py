@@ -348,7 +348,7 @@ def build_server(opts: dict[str, Any]):
     torch.set_num_threads(max(1, cores // config.workers))
     began = time.monotonic()
     demand = warm_up(library.active, preset, stream_config, stepper=stepper, streams=min(max_sessions, BATCH_WARM_UP),
-                     demand=capacity is not None)
+                     demand=params if capacity is not None else None)
     log.info("warmed up in %.1f s: a live stream ran at 48 kHz mono and 44.1 kHz stereo before the first /connect",
              time.monotonic() - began)
     log.info("latency setting %s: preset %s, %d frames a chunk, steps %s", opts["latency"], preset.name,

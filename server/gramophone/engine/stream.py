@@ -720,7 +720,7 @@ class StreamProcessor:
 def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
             formats: tuple[tuple[int, int], ...] = ((48000, 1), (44100, 2)),
             block_size: int = 512, seconds: float = 0.5, stepper: BatchStepper | None = None,
-            streams: int = 1, demand: bool = False) -> Demand | None:
+            streams: int = 1, demand: Parameters | None = None) -> Demand | None:
     """Pay every one-off cost of a live session's first chunks before a server answers anyone.
 
     Streams ``seconds`` of a test signal, live, through a fresh processor at each
@@ -729,9 +729,9 @@ def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
     every stage of the effect runs whatever the server starts with. After the first
     format a new rate costs a connect nothing more than its own ``prepare``. With a
     ``stepper`` the streams step through it, and it then runs and times a batched step of
-    every size up to ``streams`` mono windows. With ``demand``, returns the demand of a stream
-    of the first format, prepared again once everything is warm (the first prepare times cold
-    code); else None.
+    every size up to ``streams`` mono windows. Given ``demand`` (the server's parameters),
+    returns the demand of a stream of the first format under them, prepared again once
+    everything is warm (the first prepare times cold code); else None.
     """
     for rate, channels in formats:
         processor = StreamProcessor(Parameters(), style, preset, config=config, stepper=stepper)
@@ -743,9 +743,9 @@ def warm_up(style: StyleTarget, preset: Preset, config: StreamConfig,
         processor.flush()
         if stepper is not None and (rate, channels) == formats[0]:
             stepper.warm_up(processor.nets, style.grams, preset.analysis.channels, processor.window_frames, streams)
-    if not demand:
+    if demand is None:
         return None
-    processor = StreamProcessor(Parameters(), style, preset, config=config, stepper=stepper)
+    processor = StreamProcessor(demand, style, preset, config=config, stepper=stepper)
     processor.prepare(*formats[0], block_size)
     return processor.demand
 
