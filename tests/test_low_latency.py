@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soxr
 
-from serverutil import SERVER_COMMAND, RealTimeSender, running_server
+from serverutil import SERVER_COMMAND, OscClient, RealTimeSender, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +64,14 @@ def test_an_unknown_latency_setting_in_the_config_file_is_one_line(tmp_path):
     done = subprocess.run([*SERVER_COMMAND, "--config", str(config)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "latency must be one of default, low" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_auto_admits_the_one_session_two_cores_hold_at_this_setting(tmp_path):
+    """``--max-sessions auto`` weighs a session's steps at the setting's budget of 0.9: one fits the
+    core the steps may use (0.8 of it), a second is refused with a /fail saying why."""
+    with running_server(tmp_path, "--latency", "low", "--max-sessions", "auto") as server:
+        assert "--max-sessions auto: room for 1 sessions" in server.log_text()
+        with OscClient(server.host, server.port) as first, OscClient(server.host, server.port) as second:
+            first.request("/connect", RATE, 1, 256, reply="/connected")
+            address, reason = second.request("/connect", RATE, 1, 256, reply="/fail").params[:2]
+            assert address == "/connect" and reason.startswith("server full: 1 session; 2 sessions' steps would need ")
