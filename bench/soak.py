@@ -24,6 +24,7 @@ Usage::
     python -m bench.soak                      # 5 minutes per phase (about 16 minutes in all)
     python -m bench.soak --minutes 1 --markdown
     python -m bench.soak --phases 4 --minutes 1 --server-log /tmp/soak.log   # the overload alone, its log kept
+    python -m bench.soak --latency low --phases 1                            # serve --latency low, one session
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 from pythonosc.osc_message import OscMessage
+
+from gramophone.engine.latency import LATENCIES
 
 from .common import Column, Server, audio_message, chunk_seconds, message, report_goals, table
 from .timing import TimedSocket
@@ -209,9 +212,10 @@ def sleep_until(moment: float) -> None:
 
 
 def stage(name: str, kind: str, sessions: list[Session], seqs: list[range], statuses: list[list],
-          sent_blocks: list[int], window: tuple[float, float], rss: tuple[float, float], pinger: Pinger) -> dict:
+          sent_blocks: list[int], window: tuple[float, float], rss: tuple[float, float], pinger: Pinger,
+          chunk: float) -> dict:
     """One table row: the blocks ``seqs`` of each session, the ``/status`` counts that cover them
-    (``sent_blocks`` each, for the chunk count), RSS and pings over ``window``."""
+    (``sent_blocks`` each, for the count of chunks of ``chunk`` seconds), RSS and pings over ``window``."""
     delays = [(s.returned_at[r] - s.sent_at[r]) * 1000 for s, r in zip(sessions, seqs)]
     over = np.concatenate([d - 1000 * s.latency for s, d in zip(sessions, delays)])  # past each one's own promise
     returned = np.concatenate(delays)
@@ -228,7 +232,7 @@ def stage(name: str, kind: str, sessions: list[Session], seqs: list[range], stat
             "over": float(over.max()) if over.size else None,
             "p99": float(np.percentile(returned, 99)) if returned.size else None,
             "dry": dry, "dry_share": dry / sent, "lost": sum(st[6] for st in statuses),
-            "late_share": late_chunks / (sum(sent_blocks) * PERIOD / chunk_seconds(RATE)),
+            "late_share": late_chunks / (sum(sent_blocks) * PERIOD / chunk),
             "late_blocks": sum(late_blocks) if len(late_blocks) == len(statuses) else "n/a",
             "rss_start": rss[0], "rss_end": rss[1], "growth": rss[1] / rss[0] - 1, "ping_p99": pinger.p99(*window),
             "load": os.getloadavg()[0], "unanswered": sum(len(s.pending) for s in sessions)}
@@ -239,20 +243,22 @@ def since(before: list, after: list) -> list:
     return [a - b if index in COUNTS else a for index, (a, b) in enumerate(zip(after, before))]
 
 
-def wet_again(session: Session, seqs: range, dropped: float) -> float:
-    """Chunks from the load drop until the block that starts the session's last all-wet run was sent
-    (0 when no block sent after the drop came back dry; inf when the last one did)."""
+def wet_again(session: Session, seqs: range, dropped: float, chunk: float) -> float:
+    """Chunks (of ``chunk`` seconds) from the load drop until the block that starts the session's last
+    all-wet run was sent (0 when no block sent after the drop came back dry; inf when the last one did)."""
     unwet = [seq for seq in seqs if session.dry[seq] or not np.isfinite(session.returned_at[seq])]
     if not unwet or session.sent_at[unwet[-1]] < dropped:
         return 0.0
     if unwet[-1] + 1 >= seqs.stop:
         return math.inf
-    return max(0.0, session.sent_at[unwet[-1] + 1] - dropped) / chunk_seconds(RATE)
+    return max(0.0, session.sent_at[unwet[-1] + 1] - dropped) / chunk
 
 
-def phase(server: Server, pinger: Pinger, count: int, blocks: int, recovery: int = 0, kind: str = "phase") -> list[dict]:
-    """``count`` sessions streaming ``blocks`` counted blocks each; with ``recovery``, the first goes
-    on alone for that many blocks after the others stop (the load drop). One row per stage.
+def phase(server: Server, pinger: Pinger, count: int, blocks: int, chunk: float, recovery: int = 0,
+          kind: str = "phase") -> list[dict]:
+    """``count`` sessions streaming ``blocks`` counted blocks each (the server's chunks last ``chunk``
+    seconds); with ``recovery``, the first goes on alone for that many blocks after the others stop
+    (the load drop). One row per stage.
 
     Each session sends its ``tail`` after the counted blocks, so their replies come out in real
     time. The first one's ``/status`` for the phase is asked right after its counted blocks: its
@@ -284,14 +290,14 @@ def phase(server: Server, pinger: Pinger, count: int, blocks: int, recovery: int
     name = "warm-up" if kind == "warm-up" else f"{count} session{'s' * (count > 1)}"
     sent_blocks = [blocks if recovery and index == 0 else dropped_seq for index in range(count)]
     rows = [stage(name, kind, sessions, [range(blocks)] * count, [s.statuses[0] for s in sessions], sent_blocks,
-                  (start, end), (rss_start, rss_end), pinger)]
+                  (start, end), (rss_start, rss_end), pinger, chunk)]
     if recovery:
         first = sessions[0]
         dropped = max(float(np.nanmax(s.sent_at)) for s in sessions[1:])
         seqs = range(dropped_seq, dropped_seq + recovery)
         rows.append(stage(f"1 after {count}", "recovery", [first], [seqs], [since(*first.statuses)], [first.sent_at.size - blocks],
-                          (dropped, dropped + recovery * PERIOD), (rss_end, rss_after), pinger)
-                    | {"wet_again": wet_again(first, seqs, dropped)})
+                          (dropped, dropped + recovery * PERIOD), (rss_end, rss_after), pinger, chunk)
+                    | {"wet_again": wet_again(first, seqs, dropped, chunk)})
     return rows
 
 
@@ -336,17 +342,19 @@ def main() -> None:
     parser.add_argument("--phases", type=int, nargs="+", default=list(PHASES),
                         help="session counts, one phase each; the last is followed by the recovery (default 1 2 4)")
     parser.add_argument("--server-log", type=Path, help="keep the server's log there")
+    parser.add_argument("--latency", choices=LATENCIES, default="default", help="the server's --latency (default default)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     blocks = max(1, round(args.minutes * 60 / PERIOD))
+    chunk = chunk_seconds(RATE, LATENCIES[args.latency])
     with tempfile.TemporaryDirectory() as folder:
-        server = Server(Path(folder))
+        server = Server(Path(folder), "--latency", args.latency)
         pinger = Pinger(server)
         try:
-            rows = phase(server, pinger, 1, round(WARMUP_SECONDS / PERIOD), kind="warm-up")
+            rows = phase(server, pinger, 1, round(WARMUP_SECONDS / PERIOD), chunk, kind="warm-up")
             for index, count in enumerate(args.phases):
                 last = index == len(args.phases) - 1 and count > 1
-                rows += phase(server, pinger, count, blocks, round(RECOVERY_SECONDS / PERIOD) if last else 0)
+                rows += phase(server, pinger, count, blocks, chunk, round(RECOVERY_SECONDS / PERIOD) if last else 0)
         finally:
             pinger.stop()
             server.stop()
@@ -354,7 +362,7 @@ def main() -> None:
                 shutil.copyfile(server.log, args.server_log)
     print(f"\nSoak at {RATE} Hz mono, blocks of {BLOCK} in real time: {WARMUP_SECONDS:g} s of warm-up, then "
           f"{args.minutes:g} min per phase, then {RECOVERY_SECONDS:g} s alone after the last "
-          f"(a chunk is {1000 * chunk_seconds(RATE):.1f} ms; {os.cpu_count()} cores)")
+          f"(serve --latency {args.latency}: a chunk is {1000 * chunk:.1f} ms; {os.cpu_count()} cores)")
     print(table(rows, COLUMNS, args.markdown))
     report_goals(goals(rows))
 
