@@ -88,6 +88,11 @@ MARGIN_SECONDS = 0.011
 # fewer steps); with the steps after it, time the reserve holds for it.
 PAD_GRACE_SHARE = 0.5
 INPUT_GRACE_SECONDS = 0.005
+# With the steps after the output, steps run back to back after every short chunk and keep the
+# interpreter busier, so the server's watchdog wakes later: it answers such a session's unfinished
+# blocks this much earlier, and the reserve holds the same time, so a finished chunk is not claimed
+# any sooner.
+EARLY_DRY_SECONDS = 0.005
 WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
 # The share of its budget's steps a stream must keep for its effect to stay near what it has
 # alone (about that share of its held-out gain): what a session's demand counts of its steps.
@@ -223,7 +228,8 @@ class StreamProcessor:
         finishing, self.chunk_work_seconds = self._warm_up()
         # with the steps after the output, all of a chunk's work lies between its arrival and its output
         if self.config.steps_after_output:
-            self.reserve_seconds = FINISH_SAFETY * self.chunk_work_seconds + MARGIN_SECONDS + INPUT_GRACE_SECONDS
+            self.reserve_seconds = (FINISH_SAFETY * self.chunk_work_seconds + MARGIN_SECONDS + INPUT_GRACE_SECONDS
+                                    + EARLY_DRY_SECONDS)
         else:
             self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
         reserve = math.ceil(self.reserve_seconds * sample_rate)
@@ -333,6 +339,11 @@ class StreamProcessor:
     def input_grace_seconds(self) -> float:
         """How late a live block may arrive before a server pads its place with silence (a stall)."""
         return INPUT_GRACE_SECONDS if self.config.steps_after_output else PAD_GRACE_SHARE * self.budget_seconds
+
+    @property
+    def early_dry_seconds(self) -> float:
+        """How much earlier than other sessions' a server's watchdog answers this one's unfinished blocks dry."""
+        return EARLY_DRY_SECONDS if self.config.steps_after_output else 0.0
 
     @property
     def demand(self) -> Demand:

@@ -60,6 +60,7 @@ class Processor(Protocol):
     latency_samples: int
     prepared_budget: float
     input_grace_seconds: float  # how late a live block may be before its place is padded with silence
+    early_dry_seconds: float  # how much earlier than others the watchdog answers its unfinished blocks
     demand: Demand  # the cores it needs in real time
 
     def prepare(self, sample_rate: int, channels: int, block_size: int, max_latency: int | None = None) -> None: ...
@@ -779,7 +780,7 @@ class Server:
                 session = peer.session
                 if session is None:
                     continue
-                for seq, block in session.overdue(now, SEND_GUARD_SECONDS + lag):
+                for seq, block in session.overdue(now, SEND_GUARD_SECONDS + lag + session.processor.early_dry_seconds):
                     self._answer_dry(peer, session, seq, block)
                 self._pad_stalled(peer, session, now)
 
