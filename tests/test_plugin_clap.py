@@ -38,7 +38,7 @@ def test_in_real_time_the_answers_arrive_before_they_are_needed(plugin_build, pl
     outputs = run.outputs()
     assert STATUS[int(outputs["Status"])] == "live" and outputs["Connected"] == 1
     assert outputs["Server latency"] + 5 <= outputs["Needed latency"] <= run.latency / RATE * 1000
-    assert outputs["Arrival p99"] < outputs["Arrival worst"] < 0  # ms before they were needed
+    assert outputs["Arrival p99"] <= outputs["Arrival worst"] < 0  # ms before they were needed
     out = run.output[run.latency:, 0]
     dry = dry_blocks(out[:, None], audio[:, None], BLOCK[RATE])
     connected = next(entry["t"] for entry in run.trace if entry["outputs"]["Connected"] == 1)

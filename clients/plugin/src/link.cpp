@@ -471,7 +471,8 @@ void Link::publish(int64_t now) {
     for (int bin = 0; bin < kHistogramBins; ++bin) {
         seen += histogram_[bin];
         if (seen >= p99) {
-            report_.arrival_p99_ms = static_cast<float>((bin + 1) / 4.0 - 2000.0);
+            // A bin's upper edge, but never past the worst arrival itself when both share the bin.
+            report_.arrival_p99_ms = static_cast<float>(std::min((bin + 1) / 4.0 - 2000.0, worst_ms_));
             break;
         }
     }
