@@ -32,6 +32,7 @@ from ..capacity import Capacity, Demand
 from .library import LibraryError, StyleLibrary
 from ..params import PARAMETERS, Parameters
 from ..osc.protocol import PARAM_PREFIX, REPLY_ADDRESSES, Command, ProtocolError, decode, encode_audio, encode_message, fail, max_udp_samples
+from ..osc.relay import Relay
 from ..osc.transport import Address, TcpConnection, TcpListener, UdpTransport, bind, is_loopback
 
 log = logging.getLogger("gramophone.server")
@@ -94,6 +95,7 @@ class ServerConfig:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     workers: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     shutdown_timeout: float = 30.0
+    relay: bool = True  # live UDP answers leave through the answer relay process (osc/relay.py)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class InFlight:
     due: float  # time.monotonic() by which its /audio must leave (live); inf in render mode
     samples: np.ndarray
     encoding: str
+    relayed: bool = False  # the answer relay holds its dry answer and sends whichever answer is in time
 
 
 class Session:
@@ -129,15 +132,16 @@ class Session:
         self.last_taken = -1  # the highest seq the stream has taken (or skipped)
         self.padding = False  # a block of silence is queued for a stalled input
 
-    def register(self, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> bool:
-        """Note a block received, due ``latency`` after its arrival in live mode; False if ``seq`` is in flight."""
+    def register(self, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> InFlight | None:
+        """Note a block received, due ``latency`` after its arrival in live mode; None if ``seq`` is in flight."""
         due = arrival + self.latency_seconds if self.processor.mode == "live" else math.inf
+        block = InFlight(due, samples, encoding)
         with self.answer_lock:
             if seq in self.in_flight:
-                return False
-            self.in_flight[seq] = InFlight(due, samples, encoding)
+                return None
+            self.in_flight[seq] = block
         self.expected_arrival = arrival + self.block_seconds
-        return True
+        return block
 
     def take(self, seq: int) -> InFlight | None:
         """Claim the answer to ``seq``; None when it was answered already."""
@@ -220,6 +224,8 @@ class Server:
         self._denied: set[str] = set()
         self.http_port = 0  # the OSCQuery port (oscquery.py), 0 when off: logged and told in /version/reply
         self._stopping = threading.Event()
+        self._relay: Relay | None = None
+        self._relayed_sessions: dict[int, tuple[Peer, Session]] = {}  # by id, for what the relay reports
         udp_sock, tcp_sock = bind(config.host, config.port)
         self.port = udp_sock.getsockname()[1]
         self.loopback = is_loopback(udp_sock)
@@ -243,6 +249,8 @@ class Server:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.config.relay:
+            self._start_relay()
         for worker in self._workers:
             worker.start()
         self._janitor.start()
@@ -285,6 +293,8 @@ class Server:
             self._log_batching()
         for conn in list(self._tcp.connections):
             conn.finish(2.0)
+        if self._relay is not None:
+            self._relay.close()
         # The style cache needs no flush: every target is written atomically when learned.
         self._udp.close()
         log.info("stopped")
@@ -485,7 +495,7 @@ class Server:
             full = peer.content_queued >= limit
         if full and not live:
             return self._fail(peer, "/content", f"render queue full ({limit} blocks): wait for /audio replies before sending more")
-        if not session.register(seq, samples, cmd.encoding, arrival):
+        if not self._register(peer, session, seq, samples, cmd.encoding, arrival):
             return self._fail(peer, "/content", f"block {seq} is already in flight; send each seq once")
         if full:  # far behind: answered dry now; the worker will only skip it (not counted as queued audio)
             self._answer_dry(peer, session, seq, session.take(seq))
@@ -499,7 +509,7 @@ class Server:
             expected = session.block_size * session.channels
             if samples.size != expected:
                 raise ProtocolError("/content", f"expected {expected} samples (block_size × channels), got {samples.size}")
-            if not session.register(seq, samples, encoding, arrival):
+            if not self._register(peer, session, seq, samples, encoding, arrival):
                 raise ProtocolError("/content", f"block {seq} is already in flight; send each seq once")
         elif peer.session is not session:
             return  # reconnected or disconnected since this block arrived
@@ -513,7 +523,9 @@ class Server:
         try:
             released = session.processor.push(seq, samples, arrival)
         except ValueError:
-            session.take(seq)  # refused: its /fail is its answer
+            block = session.take(seq)  # refused: its /fail is its answer
+            if block is not None and block.relayed and self._relay is not None:
+                self._relay.cancel(session.id, seq)
             raise
         self._send_blocks(peer, session, released)
         session.processor.learn_pending()
@@ -529,24 +541,79 @@ class Server:
         """A live block that cannot be on time goes back as it came (its own input, unprocessed)."""
         if block is None:
             return
+        self._count_dry(session, seq, 1000 * (block.due - time.monotonic()))
+        self._send_answer(peer, session, seq, block.samples, block, "dry")
+
+    @staticmethod
+    def _count_dry(session: Session, seq: int, ms_before_due: float) -> None:
         session.dropped += 1
-        log.debug("session %d: block %d answered dry, %.1f ms before it was due", session.id, seq,
-                  1000 * (block.due - time.monotonic()))
+        log.debug("session %d: block %d answered dry, %.1f ms before it was due", session.id, seq, ms_before_due)
         if not session.behind:
             session.behind = True
             log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
-        self._send_answer(peer, session, seq, block.samples, block, "dry")
+
+    @staticmethod
+    def _count_late(session: Session, seq: int, ms: float, kind: str) -> None:
+        session.late_blocks += 1
+        if session.late_blocks <= FAILS_LOGGED_PER_SECOND or session.late_blocks % 1000 == 0:
+            log.warning("session %d: block %d left %.1f ms after its latency, %s (%d late so far)",
+                        session.id, seq, ms, kind, session.late_blocks)
 
     def _send_answer(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, block: InFlight,
                      kind: str = "processed") -> None:
         packet = encode_audio("/audio", seq, samples, block.encoding)
+        if block.relayed and self._relays(session):
+            self._relay.answer(session.id, seq, packet, kind)  # the relay sends it, or has sent the dry one
+            return
         lateness = time.monotonic() - block.due  # read before the send: after it, the GIL may keep this thread waiting
         self._send(peer, packet)
         if lateness > 0:
-            session.late_blocks += 1
-            if session.late_blocks <= FAILS_LOGGED_PER_SECOND or session.late_blocks % 1000 == 0:
-                log.warning("session %d: block %d left %.1f ms after its latency, %s (%d late so far)",
-                            session.id, seq, 1000 * lateness, kind, session.late_blocks)
+            self._count_late(session, seq, 1000 * lateness, kind)
+
+    # -- the answer relay --------------------------------------------------------------
+
+    def _start_relay(self) -> None:
+        try:
+            relay = Relay(self._udp.sock, self._relay_event)
+        except OSError as error:  # no SOCK_SEQPACKET (macOS), or no process to spare
+            log.warning("no answer relay (%s): live answers leave from the server's own threads", error)
+            return
+        if relay.alive:
+            self._relay = relay
+        else:
+            relay.close()
+            log.warning("the answer relay did not start: live answers leave from the server's own threads")
+
+    def _register(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, encoding: str,
+                  arrival: float) -> bool:
+        """Note a block in flight; a live UDP one's dry answer and due time go to the relay at once."""
+        block = session.register(seq, samples, encoding, arrival)
+        if block is None:
+            return False
+        relay = self._relay
+        if relay is not None and peer.conn is None and math.isfinite(block.due) and session.id in self._relayed_sessions:
+            block.relayed = relay.due(session.id, seq, block.due, peer.reply_addr, encode_audio("/audio", seq, samples, encoding))
+        return True
+
+    def _relays(self, session: Session) -> bool:
+        """Whether the relay answers this session's unfinished blocks dry (else the watchdog does)."""
+        return self._relay is not None and self._relay.alive and session.id in self._relayed_sessions
+
+    def _relay_event(self, event: tuple) -> None:
+        """What the relay did that the server's counts must know: its own dry answers, and late ones."""
+        kind, sid, seq, *rest = event
+        peer_session = self._relayed_sessions.get(sid)
+        if peer_session is None:
+            return
+        session = peer_session[1]
+        if kind == "dry":
+            if session.take(seq) is not None:  # not answered here yet: the stream skips it, to catch up
+                self._count_dry(session, seq, rest[0])
+        elif kind == "superseded":  # answered here, too late: the relay's dry answer went instead
+            if rest[0] != "dry":
+                self._count_dry(session, seq, 0.0)
+        elif kind == "late":
+            self._count_late(session, seq, rest[0], rest[1])
 
     def _send_blocks(self, peer: Peer, session: Session, blocks: list[tuple[int, np.ndarray]]) -> None:
         """Send each output the watchdog has not answered dry already."""
@@ -659,7 +726,10 @@ class Server:
                     raise ProtocolError("/connect", f"server full: {held}; {refusal} (--max-sessions auto)")
             replaced, peer.session = peer.session, session
         if replaced is not None:
+            self._forget_relayed(replaced)
             log.info("session %d replaced by a new /connect", replaced.id)
+        if self._relay is not None and peer.conn is None:
+            self._relayed_sessions[session.id] = (peer, session)
         log.info("session %d connected: %s, %d Hz, %d ch, blocks of %d, latency %d samples%s%s", session.id, peer.label,
                  sample_rate, channels, block_size, processor.latency_samples,
                  f" (at most {max_latency}: budget {processor.prepared_budget:.3f})" if max_latency else "",
@@ -682,7 +752,13 @@ class Server:
         session, peer.session = peer.session, None
         self.library.discard_recording(peer.key)
         if session is not None:
+            self._forget_relayed(session)
             log.info("session %d %s (%s)", session.id, why, peer.label)
+
+    def _forget_relayed(self, session: Session) -> None:
+        """A session ended: the relay owes its blocks in flight nothing, as the server does not."""
+        if self._relayed_sessions.pop(session.id, None) is not None and self._relay is not None:
+            self._relay.cancel(session.id)
 
     def _need_session(self, peer: Peer, address: str) -> Session:
         if peer.session is None:
@@ -780,8 +856,9 @@ class Server:
                 session = peer.session
                 if session is None:
                     continue
-                for seq, block in session.overdue(now, SEND_GUARD_SECONDS + lag + session.processor.early_dry_seconds):
-                    self._answer_dry(peer, session, seq, block)
+                if not self._relays(session):
+                    for seq, block in session.overdue(now, SEND_GUARD_SECONDS + lag + session.processor.early_dry_seconds):
+                        self._answer_dry(peer, session, seq, block)
                 self._pad_stalled(peer, session, now)
 
     def _pad_stalled(self, peer: Peer, session: Session, now: float) -> None:
