@@ -201,6 +201,7 @@ class Peer:
         self.queued_connect: tuple | None = None  # the arguments of the last one queued, until handled
         self.scheduled = False
         self.cond = threading.Condition()
+        self.via_relay = False  # once it has had a relayed session, every reply goes the relay's way, in order
         self.fail_budget = LogBudget(FAILS_LOGGED_PER_SECOND, "/fail")
         self.log_budget = LogBudget(LOGS_PER_SECOND, "/log")
 
@@ -415,7 +416,7 @@ class Server:
     def _send(self, peer: Peer, packet: bytes) -> None:
         if peer.conn is not None:
             peer.conn.send(packet)
-        else:
+        elif not (peer.via_relay and self._relay is not None and self._relay.send(peer.reply_addr, packet)):
             self._udp.send(peer.reply_addr, packet)
 
     def _reply(self, peer: Peer, address: str, *args: Any) -> None:
@@ -545,9 +546,9 @@ class Server:
         self._send_answer(peer, session, seq, block.samples, block, "dry")
 
     @staticmethod
-    def _count_dry(session: Session, seq: int, ms_before_due: float) -> None:
+    def _count_dry(session: Session, seq: int, ms_before_due: float, what: str = "answered dry") -> None:
         session.dropped += 1
-        log.debug("session %d: block %d answered dry, %.1f ms before it was due", session.id, seq, ms_before_due)
+        log.debug("session %d: block %d %s %.1f ms before it was due", session.id, seq, what, ms_before_due)
         if not session.behind:
             session.behind = True
             log.warning("session %d falls behind: blocks go back dry until it catches up", session.id)
@@ -608,10 +609,10 @@ class Server:
         session = peer_session[1]
         if kind == "dry":
             if session.take(seq) is not None:  # not answered here yet: the stream skips it, to catch up
-                self._count_dry(session, seq, rest[0])
+                self._count_dry(session, seq, rest[0], "answered dry by the relay")
         elif kind == "superseded":  # answered here, too late: the relay's dry answer went instead
             if rest[0] != "dry":
-                self._count_dry(session, seq, 0.0)
+                self._count_dry(session, seq, rest[1], "answered dry: its answer came")
         elif kind == "late":
             self._count_late(session, seq, rest[0], rest[1])
 
@@ -730,6 +731,7 @@ class Server:
             log.info("session %d replaced by a new /connect", replaced.id)
         if self._relay is not None and peer.conn is None:
             self._relayed_sessions[session.id] = (peer, session)
+            peer.via_relay = True
         log.info("session %d connected: %s, %d Hz, %d ch, blocks of %d, latency %d samples%s%s", session.id, peer.label,
                  sample_rate, channels, block_size, processor.latency_samples,
                  f" (at most {max_latency}: budget {processor.prepared_budget:.3f})" if max_latency else "",

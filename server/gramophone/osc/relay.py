@@ -15,11 +15,12 @@ order kept, end of file seen when the other side goes away). Server to relay:
 ``("due", session, seq, due, addr, dry)``  a block arrived: send ``dry`` to ``addr`` by ``due``
 ``("answer", session, seq, packet, kind)``  its answer (``kind`` "processed" or "dry")
 ``("cancel", session, seq)``               owed nothing (``seq`` None: the whole session)
+``("send", addr, packet)``                 any other reply, sent at once, in order with the answers
 ``("quit",)``                              send nothing more and exit
 =========================================  =================================================
 
 Relay to server: ``("dry", session, seq, ms_before_due)`` when it sent a block's dry answer
-itself; ``("superseded", session, seq, kind)`` when an answer came after that; ``("late",
+itself; ``("superseded", session, seq, kind, ms_before_due)`` when an answer came after that; ``("late",
 session, seq, ms, kind)`` for any answer it sent after the due time.
 """
 
@@ -42,8 +43,11 @@ from .. import priority
 
 log = logging.getLogger("gramophone.relay")
 
-# The relay sends a dry answer this long before its due time: its own wake-up and the send.
-SEND_AHEAD_SECONDS = 0.001
+# The relay sends a dry answer this long before its due time: its own wake-up and the send
+# (well under 1 ms at real-time priority), and a moment when the machine itself stops (a virtual
+# machine's CPU taken away: a soak here saw the relay wake 1.8 ms after its time). Later than the
+# server's own watchdog would (server.SEND_GUARD_SECONDS), so the latency's reserve covers it.
+SEND_AHEAD_SECONDS = 0.003
 PIPE_BYTES = 4 << 20  # a few seconds of blocks queued if the relay is slow to read
 MAX_MESSAGE_BYTES = 1 << 17  # a message carries at most one UDP datagram (64 KiB) and its key
 HAND_OFF_SECONDS = 0.05  # the longest the server waits for room in the pipe
@@ -95,6 +99,10 @@ class Relay:
 
     def cancel(self, session: int, seq: int | None = None) -> None:
         self._hand(("cancel", session, seq))
+
+    def send(self, addr: tuple, packet: bytes) -> bool:
+        """Send a reply after every answer handed over before it (``/done`` after a flush's blocks)."""
+        return self._hand(("send", addr, packet))
 
     def _hand(self, message: tuple) -> bool:
         if not self.alive:
@@ -155,7 +163,7 @@ class _Sender:
         self.udp, self.pipe = udp, pipe
         self.owed: dict[Key, tuple[float, tuple, bytes]] = {}
         self.timers: list[tuple[float, int, int]] = []  # (send-by, session, seq), a heap
-        self.answered_dry: OrderedDict[Key, None] = OrderedDict()
+        self.answered_dry: OrderedDict[Key, float] = OrderedDict()  # each with its due time
 
     def handle(self, message: tuple) -> bool:
         """Apply one message from the server; False on ``quit``."""
@@ -170,7 +178,13 @@ class _Sender:
             if owed is not None:
                 self._send(session, seq, owed, packet, answer_kind)
             elif (session, seq) in self.answered_dry:
-                self._tell(("superseded", session, seq, answer_kind))
+                self._tell(("superseded", session, seq, answer_kind, 1000 * (self.answered_dry[(session, seq)] - time.monotonic())))
+        elif kind == "send":
+            _, addr, packet = message
+            try:
+                self.udp.sendto(packet, addr)
+            except OSError:
+                pass
         elif kind == "cancel":
             _, session, seq = message
             if seq is not None:
@@ -194,7 +208,7 @@ class _Sender:
                 continue  # answered or cancelled
             del self.owed[(session, seq)]
             self._send(session, seq, owed, owed[2], "dry")
-            self.answered_dry[(session, seq)] = None
+            self.answered_dry[(session, seq)] = owed[0]
             if len(self.answered_dry) > REMEMBERED_ANSWERS:
                 self.answered_dry.popitem(last=False)
             self._tell(("dry", session, seq, 1000 * (owed[0] - now)))
