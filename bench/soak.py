@@ -24,6 +24,7 @@ Usage::
     python -m bench.soak                      # 5 minutes per phase (about 16 minutes in all)
     python -m bench.soak --minutes 1 --markdown
     python -m bench.soak --phases 4 --minutes 1 --server-log /tmp/soak.log   # the overload alone, its log kept
+    python -m bench.soak --phases 2 --log-level debug --server-log /tmp/soak.log   # every dry block named
     python -m bench.soak --latency low --phases 1                            # serve --latency low, one session
 """
 
@@ -342,13 +343,15 @@ def main() -> None:
     parser.add_argument("--phases", type=int, nargs="+", default=list(PHASES),
                         help="session counts, one phase each; the last is followed by the recovery (default 1 2 4)")
     parser.add_argument("--server-log", type=Path, help="keep the server's log there")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning"),
+                        help="the server's --log-level (debug names every dry block and how early it went)")
     parser.add_argument("--latency", choices=LATENCIES, default="default", help="the server's --latency (default default)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     blocks = max(1, round(args.minutes * 60 / PERIOD))
     chunk = chunk_seconds(RATE, LATENCIES[args.latency])
     with tempfile.TemporaryDirectory() as folder:
-        server = Server(Path(folder), "--latency", args.latency)
+        server = Server(Path(folder), "--latency", args.latency, "--log-level", args.log_level)
         pinger = Pinger(server)
         try:
             rows = phase(server, pinger, 1, round(WARMUP_SECONDS / PERIOD), chunk, kind="warm-up")

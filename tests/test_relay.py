@@ -9,9 +9,12 @@ latency would keep even the receiving thread from handing a block over before it
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,6 +27,7 @@ from gramophone.osc.protocol import encode_audio, encode_message
 from gramophone.osc.relay import Relay
 from gramophone.params import Parameters
 from pythonosc.osc_message import OscMessage
+from serverutil import OscClient, running_server
 
 RATE, BLOCK = 48_000, 480  # 10 ms blocks
 LATENCY = 4_800  # 100 ms
@@ -217,3 +221,20 @@ def test_without_the_relay_the_same_load_answers_late():
     """The control: what the relay is for (the server's own watchdog waits for the lock)."""
     _, delays, status = serve_held(relay=False)
     assert max(delays) > LATENCY / RATE and status[8] > 0
+
+
+def test_a_killed_relay_leaves_the_server_answering_for_itself(tmp_path):
+    """The relay is a child of ``gramophone serve``: killed, the server logs it and sends every answer itself."""
+    with running_server(tmp_path) as srv:
+        children = Path(f"/proc/{srv.pid}/task/{srv.pid}/children").read_text().split()
+        relays = [pid for pid in children if "gramophone.osc.relay" in Path(f"/proc/{pid}/cmdline").read_text()]
+        assert len(relays) == 1
+        os.kill(int(relays[0]), signal.SIGKILL)
+        with OscClient(srv.host, srv.port) as osc:
+            osc.send("/connect", RATE, 1, BLOCK)
+            osc.expect("/connected")
+            for seq in range(20):
+                osc.send("/content", seq, np.full(BLOCK, 0.1, np.float32).tobytes())
+            assert osc.request("/flush", reply="/done").params == ["/flush"]
+            assert sorted(m.params[0] for m in osc.backlog if m.address == "/audio") == list(range(20))
+        assert "the answer relay is gone" in srv.log_text()

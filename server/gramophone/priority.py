@@ -4,7 +4,8 @@ On Linux each thread has its own nice value. Where the user may (root, or a rais
 RLIMIT_NICE), the receiving thread and the watchdog go 10 higher, so a wake-up of theirs
 preempts a chunk's compute, or another program, at once. Elsewhere, or when refused,
 nothing changes. Workers stay where they are: one lowered while it holds the interpreter
-lock would make the timekeepers wait behind every other program.
+lock would make the timekeepers wait behind every other program. The answer relay, a process
+of its own with no lock to share, asks for real-time scheduling first.
 """
 
 from __future__ import annotations

@@ -729,7 +729,7 @@ class Server:
         if replaced is not None:
             self._forget_relayed(replaced)
             log.info("session %d replaced by a new /connect", replaced.id)
-        if self._relay is not None and peer.conn is None:
+        if self._relay is not None and self._relay.alive and peer.conn is None:
             self._relayed_sessions[session.id] = (peer, session)
             peer.via_relay = True
         log.info("session %d connected: %s, %d Hz, %d ch, blocks of %d, latency %d samples%s%s", session.id, peer.label,
