@@ -75,7 +75,7 @@ VALID: dict[str, tuple] = {
     "/style/record/start": ("fuzz",), "/style/audio": (0, np.zeros(32, "<f4").tobytes()), "/style/record/stop": (),
     "/style/select": ("voice",), "/style/mix": ("voice", 1.0, "whisper", 0.0), "/style/list": (),
     "/style/delete": ("no-such-style",), "/status": (), "/ping": ("token",), "/sync": (1,), "/notify": (0,),
-    "/version": (), "/param/wet": (1.0,), "/param/iterations": (),
+    "/version": (), "/log": ("info", "fuzz"), "/param/wet": (1.0,), "/param/iterations": (),
 }
 CORPUS = [encode_message(address, *args) for address, args in VALID.items()]
 UNSUPPORTED_TAGS = "cSIrmt[]"

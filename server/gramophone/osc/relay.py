@@ -255,6 +255,8 @@ def _serve(udp_fd: int, pipe_fd: int) -> None:
                 return
             if not size or not sender.handle(pickle.loads(view[:size])):
                 return
+            if sender.timers and sender.timers[0][0] <= time.monotonic():
+                sender.fire(time.monotonic())  # a burst of messages must not hold a due answer back
         wait = sender.fire(time.monotonic())
 
 
