@@ -48,7 +48,7 @@ log = logging.getLogger("gramophone.relay")
 # machine's CPU taken away: a soak here saw the relay wake 1.8 ms after its time). Later than the
 # server's own watchdog would (server.SEND_GUARD_SECONDS), so the latency's reserve covers it.
 SEND_AHEAD_SECONDS = 0.003
-PIPE_BYTES = 4 << 20  # a few seconds of blocks queued if the relay is slow to read
+PIPE_BYTES = 4 << 20  # asked for, so blocks queue while the relay is slow to read; the system caps it (wmem_max)
 MAX_MESSAGE_BYTES = 1 << 17  # a message carries at most one UDP datagram (64 KiB) and its key
 HAND_OFF_SECONDS = 0.05  # the longest the server waits for room in the pipe
 REMEMBERED_ANSWERS = 4096  # keys the relay answered itself, to recognise an answer that comes after
