@@ -175,12 +175,23 @@ def _timed(action) -> float:
     return time.perf_counter() - began
 
 
-def serve_held(relay: bool, hold: float = 0.04, blocks: int = 60) -> tuple[dict[int, np.ndarray], list[float], list]:
-    """Stream ``blocks`` blocks in real time to an in-process server: answer ÷ block per seq, delays, /status."""
+def serve_held(relay: bool, hold: float = 0.04, blocks: int = 60, held_blocks: int = 8,
+               hand_off=None) -> tuple[dict[int, np.ndarray], list[float], list]:
+    """Stream ``blocks`` blocks in real time to an in-process server: answer ÷ block per seq, delays, /status.
+
+    ``hand_off(due)``: what the server calls instead of the relay's ``due`` (it wraps the real one).
+    """
     library = SimpleNamespace(active=None, active_name="none", discard_recording=lambda key: None)
-    server = Server(ServerConfig(port=0, relay=relay, workers=2), Parameters(), library,
-                    lambda params, style: LockHoldingProcessor(hold))
+
+    def processor(params, style) -> LockHoldingProcessor:
+        made = LockHoldingProcessor(hold)
+        made.held_blocks = held_blocks
+        return made
+
+    server = Server(ServerConfig(port=0, relay=relay, workers=2), Parameters(), library, processor)
     server.start()
+    if hand_off is not None:
+        server._relay.due = hand_off(server._relay.due)
     client = TimedSocket("127.0.0.1", server.port)
     try:
         client.send(encode_message("/connect", RATE, 1, BLOCK))
@@ -238,3 +249,28 @@ def test_a_killed_relay_leaves_the_server_answering_for_itself(tmp_path):
             assert osc.request("/flush", reply="/done").params == ["/flush"]
             assert sorted(m.params[0] for m in osc.backlog if m.address == "/audio") == list(range(20))
         assert "the answer relay is gone" in srv.log_text()
+
+
+def test_blocks_the_relay_could_not_take_are_the_watchdogs_to_answer():
+    """A stream that never answers: the relay answers the blocks it was handed, the watchdog the others, each once, on time."""
+    def odd_only(due):  # as if the even blocks' hand-off had timed out
+        return lambda session, seq, *rest: seq % 2 == 1 and due(session, seq, *rest)
+
+    ratios, delays, status = serve_held(relay=True, hold=0.0, held_blocks=10_000, hand_off=odd_only)
+    assert sorted(ratios) == list(range(60)) and all(np.all(ratio == 1) for ratio in ratios.values())
+    assert max(delays) <= LATENCY / RATE + 0.001 and status[6] == 60 and status[8] == 0
+
+
+def test_a_block_due_while_it_is_being_handed_over_is_answered_once():
+    """The watchdog leaves a block alone from its arrival, not only once the relay has it."""
+
+    def slow_for_block_5(due):
+        def hand(session, seq, *rest):
+            if seq == 5:
+                time.sleep(0.098)  # the watchdog's guard passes meanwhile
+            return due(session, seq, *rest)
+        return hand
+
+    ratios, _, status = serve_held(relay=True, hold=0.0, held_blocks=10_000, hand_off=slow_for_block_5)
+    assert sorted(ratios) == list(range(60))  # and serve_held saw no block answered twice
+    assert status[6] == 60

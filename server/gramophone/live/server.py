@@ -132,10 +132,14 @@ class Session:
         self.last_taken = -1  # the highest seq the stream has taken (or skipped)
         self.padding = False  # a block of silence is queued for a stalled input
 
-    def register(self, seq: int, samples: np.ndarray, encoding: str, arrival: float) -> InFlight | None:
-        """Note a block received, due ``latency`` after its arrival in live mode; None if ``seq`` is in flight."""
-        due = arrival + self.latency_seconds if self.processor.mode == "live" else math.inf
-        block = InFlight(due, samples, encoding)
+    def register(self, seq: int, samples: np.ndarray, encoding: str, arrival: float, relayed: bool) -> InFlight | None:
+        """Note a block received, due ``latency`` after its arrival in live mode; None if ``seq`` is in flight.
+
+        ``relayed``: it is being handed to the relay (a live block only), so the watchdog leaves it alone.
+        """
+        live = self.processor.mode == "live"
+        due = arrival + self.latency_seconds if live else math.inf
+        block = InFlight(due, samples, encoding, relayed and live)
         with self.answer_lock:
             if seq in self.in_flight:
                 return None
@@ -143,20 +147,25 @@ class Session:
         self.expected_arrival = arrival + self.block_seconds
         return block
 
-    def take(self, seq: int) -> InFlight | None:
-        """Claim the answer to ``seq``; None when it was answered already."""
+    def take(self, seq: int, due: float | None = None) -> InFlight | None:
+        """Claim the answer to ``seq`` (only if due at ``due``, when given); None when it was answered already."""
         with self.answer_lock:
-            return self.in_flight.pop(seq, None)
+            block = self.in_flight.get(seq)
+            if block is None or (due is not None and block.due != due):
+                return None
+            return self.in_flight.pop(seq)
 
-    def overdue(self, now: float, guard: float) -> list[tuple[int, InFlight]]:
-        """Claim every block whose answer is due within ``guard`` seconds."""
+    def overdue(self, now: float, guard: float, relayed_too: bool) -> list[tuple[int, InFlight]]:
+        """Claim every block whose answer is due within ``guard`` seconds (but those the relay holds, if not ``relayed_too``)."""
         out = []
         with self.answer_lock:
-            while self.in_flight:
-                seq, block = next(iter(self.in_flight.items()))
+            for seq, block in self.in_flight.items():
                 if block.due - guard > now:
                     break
-                out.append(self.in_flight.popitem(last=False))
+                if relayed_too or not block.relayed:
+                    out.append((seq, block))
+            for seq, _ in out:
+                del self.in_flight[seq]
         return out
 
     def claim_taken(self) -> list[tuple[int, InFlight]]:
@@ -563,9 +572,8 @@ class Server:
     def _send_answer(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, block: InFlight,
                      kind: str = "processed") -> None:
         packet = encode_audio("/audio", seq, samples, block.encoding)
-        if block.relayed and self._relays(session):
-            self._relay.answer(session.id, seq, packet, kind)  # the relay sends it, or has sent the dry one
-            return
+        if block.relayed and self._relays(session) and self._relay.answer(session.id, seq, packet, kind):
+            return  # the relay sends it, or has sent the dry one
         lateness = time.monotonic() - block.due  # read before the send: after it, the GIL may keep this thread waiting
         self._send(peer, packet)
         if lateness > 0:
@@ -576,7 +584,7 @@ class Server:
     def _start_relay(self) -> None:
         try:
             relay = Relay(self._udp.sock, self._relay_event)
-        except OSError as error:  # no SOCK_SEQPACKET (macOS), or no process to spare
+        except (OSError, ValueError, AttributeError) as error:  # no SOCK_SEQPACKET or pass_fds (macOS, Windows)
             log.warning("no answer relay (%s): live answers leave from the server's own threads", error)
             return
         if relay.alive:
@@ -588,12 +596,12 @@ class Server:
     def _register(self, peer: Peer, session: Session, seq: int, samples: np.ndarray, encoding: str,
                   arrival: float) -> bool:
         """Note a block in flight; a live UDP one's dry answer and due time go to the relay at once."""
-        block = session.register(seq, samples, encoding, arrival)
+        relay = self._relay if self._relays(session) else None
+        block = session.register(seq, samples, encoding, arrival, relayed=relay is not None)
         if block is None:
             return False
-        relay = self._relay
-        if relay is not None and peer.conn is None and math.isfinite(block.due) and session.id in self._relayed_sessions:
-            block.relayed = relay.due(session.id, seq, block.due, peer.reply_addr, encode_audio("/audio", seq, samples, encoding))
+        if block.relayed and not relay.due(session.id, seq, block.due, peer.reply_addr, encode_audio("/audio", seq, samples, encoding)):
+            block.relayed = False  # not handed over: the watchdog's to answer dry
         return True
 
     def _relays(self, session: Session) -> bool:
@@ -608,7 +616,7 @@ class Server:
             return
         session = peer_session[1]
         if kind == "dry":
-            if session.take(seq) is not None:  # not answered here yet: the stream skips it, to catch up
+            if session.take(seq, due=rest[1]) is not None:  # not answered here yet: the stream skips it, to catch up
                 self._count_dry(session, seq, rest[0], "answered dry by the relay")
         elif kind == "superseded":  # answered here, too late: the relay's dry answer went instead
             if rest[0] != "dry":
@@ -778,7 +786,7 @@ class Server:
         session = self._need_session(peer, "/reset")
         session.processor.reset()
         for seq, block in session.claim_taken():  # forgotten by the stream, still owed an answer: dry, early
-            self._send_answer(peer, session, seq, block.samples, block)
+            self._send_answer(peer, session, seq, block.samples, block, "dry")
         session.last_taken = -1  # a new stream may number its blocks from 0 again
         self._reply(peer, "/done", "/reset")
 
@@ -845,7 +853,11 @@ class Server:
     # -- housekeeping -------------------------------------------------------------------
 
     def _watch(self) -> None:
-        """Keep every live session's promise: each block answered by its due time, even when input stops."""
+        """Keep every live session's promise: each block answered by its due time, even when input stops.
+
+        Blocks the relay holds are the relay's to answer dry; the watchdog answers the rest (TCP
+        sessions, a block the relay could not be handed, every block once the relay is gone).
+        """
         if not priority.renice_this_thread(priority.TIMEKEEPING):
             log.debug("the watchdog runs at the process's priority (raising it was refused)")
         lag, expected = 0.0, time.monotonic() + WATCH_SECONDS
@@ -858,9 +870,9 @@ class Server:
                 session = peer.session
                 if session is None:
                     continue
-                if not self._relays(session):
-                    for seq, block in session.overdue(now, SEND_GUARD_SECONDS + lag + session.processor.early_dry_seconds):
-                        self._answer_dry(peer, session, seq, block)
+                guard = SEND_GUARD_SECONDS + lag + session.processor.early_dry_seconds
+                for seq, block in session.overdue(now, guard, relayed_too=not self._relays(session)):
+                    self._answer_dry(peer, session, seq, block)
                 self._pad_stalled(peer, session, now)
 
     def _pad_stalled(self, peer: Peer, session: Session, now: float) -> None:

@@ -19,7 +19,7 @@ order kept, end of file seen when the other side goes away). Server to relay:
 ``("quit",)``                              send nothing more and exit
 =========================================  =================================================
 
-Relay to server: ``("dry", session, seq, ms_before_due)`` when it sent a block's dry answer
+Relay to server: ``("dry", session, seq, ms_before_due, due)`` when it sent a block's dry answer
 itself; ``("superseded", session, seq, kind, ms_before_due)`` when an answer came after that; ``("late",
 session, seq, ms, kind)`` for any answer it sent after the due time.
 """
@@ -45,12 +45,15 @@ log = logging.getLogger("gramophone.relay")
 
 # The relay sends a dry answer this long before its due time: its own wake-up and the send
 # (well under 1 ms at real-time priority), and a moment when the machine itself stops (a virtual
-# machine's CPU taken away: a soak here saw the relay wake 1.8 ms after its time). Later than the
-# server's own watchdog would (server.SEND_GUARD_SECONDS), so the latency's reserve covers it.
-SEND_AHEAD_SECONDS = 0.003
+# machine's CPU taken away): at 3 ms, a 30-minute soak here had 14 answers leave 0.5-2.7 ms late
+# (one 11 ms). The same as the server's own watchdog (server.SEND_GUARD_SECONDS), which the
+# latency's reserve holds.
+SEND_AHEAD_SECONDS = 0.006
 PIPE_BYTES = 4 << 20  # asked for, so blocks queue while the relay is slow to read; the system caps it (wmem_max)
 MAX_MESSAGE_BYTES = 1 << 17  # a message carries at most one UDP datagram (64 KiB) and its key
-HAND_OFF_SECONDS = 0.05  # the longest the server waits for room in the pipe
+HAND_OFF_SECONDS = 0.05  # the longest the receiving thread waits for room in the pipe (then it answers the block itself)
+PATIENT_SECONDS = 1.0  # the longest a worker waits to hand over an answer or reply, whose order matters; then the relay is given up
+RT_CPU_MICROSECONDS = 200_000  # the most real-time CPU the relay may use without sleeping, should a bug make it spin
 REMEMBERED_ANSWERS = 4096  # keys the relay answered itself, to recognise an answer that comes after
 START_SECONDS = 5.0
 
@@ -71,10 +74,15 @@ class Relay:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BYTES)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIPE_BYTES)
         self._pipe.settimeout(HAND_OFF_SECONDS)
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "gramophone.osc.relay", str(udp.fileno()), str(child.fileno())],
-            pass_fds=(udp.fileno(), child.fileno()), stdin=subprocess.DEVNULL)
-        child.close()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gramophone.osc.relay", str(udp.fileno()), str(child.fileno())],
+                pass_fds=(udp.fileno(), child.fileno()), stdin=subprocess.DEVNULL)
+        except BaseException:
+            self._pipe.close()
+            raise
+        finally:
+            child.close()
         self._send_lock = threading.Lock()
         self._closing = False
         self.alive = self._started()
@@ -94,29 +102,43 @@ class Relay:
         """Hand a live block's dry answer over; False if the relay is gone (the server answers it then)."""
         return self._hand(("due", session, seq, due, addr, dry))
 
-    def answer(self, session: int, seq: int, packet: bytes, kind: str) -> None:
-        self._hand(("answer", session, seq, packet, kind))
+    def answer(self, session: int, seq: int, packet: bytes, kind: str) -> bool:
+        """Hand a block's answer over; False if the relay is gone (the server sends it then)."""
+        return self._hand(("answer", session, seq, packet, kind), PATIENT_SECONDS)
 
     def cancel(self, session: int, seq: int | None = None) -> None:
-        self._hand(("cancel", session, seq))
+        self._hand(("cancel", session, seq), PATIENT_SECONDS)
 
     def send(self, addr: tuple, packet: bytes) -> bool:
         """Send a reply after every answer handed over before it (``/done`` after a flush's blocks)."""
-        return self._hand(("send", addr, packet))
+        return self._hand(("send", addr, packet), PATIENT_SECONDS)
 
-    def _hand(self, message: tuple) -> bool:
+    def _hand(self, message: tuple, patience: float = HAND_OFF_SECONDS) -> bool:
         if not self.alive:
             return False
-        try:
-            with self._send_lock:
-                self._pipe.send(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-            return True
-        except TimeoutError:  # the relay is far behind: this block is the server's own to answer, or late
-            log.warning("the answer relay is %.0f ms behind: a %s message waits no longer", 1000 * HAND_OFF_SECONDS, message[0])
-            return False
-        except OSError as error:
-            self._lost(f"handing it a block failed: {error}")
-            return False
+        data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+        give_up = time.monotonic() + patience
+        with self._send_lock:
+            while True:
+                try:
+                    self._pipe.send(data)
+                    return True
+                except TimeoutError:
+                    if time.monotonic() < give_up:
+                        continue
+                    if patience < PATIENT_SECONDS:  # the receiving thread: this block is the server's own to answer
+                        log.warning("the answer relay is %.0f ms behind: a block is answered without it", 1000 * patience)
+                        return False
+                    self._give_up(f"it read nothing for {patience:.0f} s")
+                    return False
+                except OSError as error:
+                    self._give_up(f"handing it a message failed: {error}")
+                    return False
+
+    def _give_up(self, why: str) -> None:
+        """Stop the relay, so it sends nothing more; the reader declares it gone once its reports are read."""
+        log.error("stopping the answer relay: %s", why)
+        self._process.kill()
 
     def _read(self) -> None:
         while True:
@@ -136,10 +158,11 @@ class Relay:
     def _lost(self, why: str) -> None:
         if self.alive and not self._closing:
             self.alive = False
+            self._process.poll()  # reaped now, not at shutdown
             log.error("the answer relay is gone (%s): the server sends its answers itself", why)
 
     def close(self, timeout: float = 2.0) -> None:
-        """Let the relay send what it was handed, then stop it."""
+        """Stop the relay once it has handled every message before (a block still owed is not answered)."""
         self._closing = True
         self._hand(("quit",))
         self.alive = False
@@ -211,7 +234,7 @@ class _Sender:
             self.answered_dry[(session, seq)] = owed[0]
             if len(self.answered_dry) > REMEMBERED_ANSWERS:
                 self.answered_dry.popitem(last=False)
-            self._tell(("dry", session, seq, 1000 * (owed[0] - now)))
+            self._tell(("dry", session, seq, 1000 * (owed[0] - now), owed[0]))
         return None
 
     def _send(self, session: int, seq: int, owed: tuple[float, tuple, bytes], packet: bytes, kind: str) -> None:
@@ -236,7 +259,10 @@ def _serve(udp_fd: int, pipe_fd: int) -> None:
     udp = socket.socket(fileno=udp_fd)
     udp.settimeout(HAND_OFF_SECONDS)  # the socket's description is shared: keep it non-blocking as the server does
     pipe = socket.socket(fileno=pipe_fd)
-    priority.keep_time_in_this_thread()
+    if priority.keep_time_in_this_thread() == "real-time":
+        import resource  # POSIX only, as is this process
+
+        resource.setrlimit(resource.RLIMIT_RTTIME, (RT_CPU_MICROSECONDS, RT_CPU_MICROSECONDS))
     sender = _Sender(udp, pipe)
     pipe.send(pickle.dumps(("ready",)))
     pipe.setblocking(False)
