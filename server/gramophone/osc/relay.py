@@ -203,11 +203,7 @@ class _Sender:
             elif (session, seq) in self.answered_dry:
                 self._tell(("superseded", session, seq, answer_kind, 1000 * (self.answered_dry[(session, seq)] - time.monotonic())))
         elif kind == "send":
-            _, addr, packet = message
-            try:
-                self.udp.sendto(packet, addr)
-            except OSError:
-                pass
+            self._sendto(message[2], message[1])
         elif kind == "cancel":
             _, session, seq = message
             if seq is not None:
@@ -239,13 +235,16 @@ class _Sender:
 
     def _send(self, session: int, seq: int, owed: tuple[float, tuple, bytes], packet: bytes, kind: str) -> None:
         due, addr, _ = owed
+        self._sendto(packet, addr)
+        lateness = time.monotonic() - due
+        if lateness > 0:
+            self._tell(("late", session, seq, 1000 * lateness, kind))
+
+    def _sendto(self, packet: bytes, addr: tuple) -> None:
         try:
             self.udp.sendto(packet, addr)
         except OSError:
             pass  # the client went away (ICMP unreachable): as the server's own sends
-        lateness = time.monotonic() - due
-        if lateness > 0:
-            self._tell(("late", session, seq, 1000 * lateness, kind))
 
     def _tell(self, message: tuple) -> None:
         try:
