@@ -1,11 +1,12 @@
 """The live step-time estimate: it follows measures, plans room for their spread, and probes
-bring an estimate left high by one slow step back down."""
+bring an estimate left high by one slow step back down. The chunk overrun's bound follows its
+measures' spread, and one slow chunk's mark on it fades."""
 
 from __future__ import annotations
 
 import pytest
 
-from gramophone.engine.step_time import PROBE_SHARE, STEP_DEVIATIONS, StepTime
+from gramophone.engine.step_time import OVERRUN_DEVIATIONS, PROBE_SHARE, STEP_DEVIATIONS, Overrun, StepTime
 
 
 def test_steady_measures_converge_with_no_spread_to_plan_for():
@@ -40,3 +41,17 @@ def test_probes_bring_one_slow_step_back_down_to_the_floor_and_below():
     before = estimate.seconds
     estimate.probe()
     assert estimate.seconds == pytest.approx(before * (1 - 0.3 * (1 - PROBE_SHARE)))
+
+
+def test_an_overrun_bound_holds_its_spread_and_one_slow_chunk_fades():
+    overrun = Overrun()
+    for index in range(200):
+        overrun.learn(0.001 if index % 2 else 0.005)
+    assert overrun.bound() == pytest.approx(overrun.seconds + OVERRUN_DEVIATIONS * overrun.deviation)
+    assert overrun.bound() > 0.010  # well past the slower of the two
+    steady = overrun.bound()
+    overrun.learn(0.050)  # one chunk slowed by a stall
+    assert overrun.bound() > steady + 0.03
+    for index in range(30):
+        overrun.learn(0.001 if index % 2 else 0.005)
+    assert overrun.bound() == pytest.approx(steady, abs=0.001)

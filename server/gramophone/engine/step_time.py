@@ -1,4 +1,5 @@
-"""How long a live optimiser step takes, learned as steps run: what a deadline plans steps with.
+"""How long a live optimiser step takes, and how far past its deadline a chunk is ready, learned
+as they run: what a deadline plans steps with.
 
 One estimate serves a stream stepping alone and the batch stepper (one per shape of window it
 steps). A step is planned only where its smoothed time plus STEP_DEVIATIONS of its smoothed
@@ -17,6 +18,9 @@ DEVIATION_SMOOTHING = 0.25  # and in the smoothed deviation (RFC 6298's beta)
 # it, toward this share of itself: one stray slow step, or a warm-up on a busy machine, cannot
 # starve every later chunk, and a machine that stays slow pays one probing step every few chunks.
 PROBE_SHARE = 0.8
+# A chunk's overrun is bounded wider than a step's: a block answered dry costs more than a step,
+# and the finishing of two sessions' chunks due at the same moment, slowed by each other, has a long tail.
+OVERRUN_DEVIATIONS = 4.0
 
 
 @dataclass
@@ -45,3 +49,25 @@ class StepTime:
         """A chunk got no step: drift down toward the floor or below it, and let the deviation decay."""
         self.seconds += SMOOTHING * (min(self.floor, PROBE_SHARE * self.seconds) - self.seconds)
         self.deviation -= DEVIATION_SMOOTHING * self.deviation
+
+
+@dataclass
+class Overrun:
+    """How far past its steps' deadline a live chunk is ready, learned chunk by chunk.
+
+    The latency's reserve holds the finishing work as measured at ``prepare``, on a quiet
+    machine; beside other sessions the steps overrun their estimate and the finishing slows,
+    and a chunk ready past the reserve has its first block answered dry. ``bound()`` (the
+    smoothed overrun plus OVERRUN_DEVIATIONS of its deviation) is what the reserve must hold;
+    where it holds less, the steps end earlier by the difference, and the latency stays.
+    """
+
+    seconds: float = 0.0
+    deviation: float = 0.0
+
+    def bound(self) -> float:
+        return self.seconds + OVERRUN_DEVIATIONS * self.deviation
+
+    def learn(self, sample: float) -> None:
+        self.deviation += DEVIATION_SMOOTHING * (abs(sample - self.seconds) - self.deviation)
+        self.seconds += SMOOTHING * (sample - self.seconds)

@@ -65,7 +65,7 @@ from .batch import BatchStepper, StepJob
 from .network import get_pool
 from .objective import content_loss, gram, style_loss
 from .presets import Preset, get_preset
-from .step_time import StepTime
+from .step_time import Overrun, StepTime
 from .style import StyleTarget, mix_targets
 
 MODES = ("live", "render")
@@ -79,7 +79,8 @@ STATS_WINDOW = 200  # chunks the peak real-time factor is taken over
 # watchdog answers a block dry from 6 ms before its due time (server.SEND_GUARD_SECONDS), and
 # sending, thread hand-offs and an input block arriving a little late need a few more. The
 # median, so that one chunk slowed by a busy machine at connect time does not lengthen the
-# session's latency for good.
+# session's latency for good. Where chunks come out slower than that beside other sessions, their
+# steps end earlier instead (``Overrun``, at most MAX_EARLY_SHARE of their time).
 FINISH_SAFETY = 2.0
 MARGIN_SECONDS = 0.011
 # A live server pads a stalled input with silence once its next block is this late: late enough
@@ -93,6 +94,9 @@ INPUT_GRACE_SECONDS = 0.005
 # blocks this much earlier, and the reserve holds the same time, so a finished chunk is not claimed
 # any sooner.
 EARLY_DRY_SECONDS = 0.005
+# The most a chunk's steps end early to keep its finishing inside the reserve (``Overrun``), as a
+# share of the time its budget gives them: a machine slowed for good costs steps, never all of them.
+MAX_EARLY_SHARE = 0.25
 WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
 # The share of its budget's steps a stream must keep for its effect to stay near what it has
 # alone (about that share of its held-out gain): what a session's demand counts of its steps.
@@ -223,6 +227,8 @@ class StreamProcessor:
         self._prepared = True
         self._step_time = StepTime(0.0, floor=math.inf)  # one optimiser step, for the live deadline; the warm-up seeds it
         self.chunk_work_seconds = 0.0  # a chunk's work but its steps: the warm-up measures it
+        self._overrun = Overrun()  # how far past its deadline a live chunk is ready
+        self._finish_allowance = math.inf  # what the reserve holds for that; set once it is sized
         self._clear_counters()
         self.reset()
         finishing, self.chunk_work_seconds = self._warm_up()
@@ -231,7 +237,8 @@ class StreamProcessor:
             self.reserve_seconds = (FINISH_SAFETY * self.chunk_work_seconds + MARGIN_SECONDS + INPUT_GRACE_SECONDS
                                     + EARLY_DRY_SECONDS)
         else:
-            self.reserve_seconds = FINISH_SAFETY * finishing + MARGIN_SECONDS
+            self._finish_allowance = FINISH_SAFETY * finishing
+            self.reserve_seconds = self._finish_allowance + MARGIN_SECONDS
         reserve = math.ceil(self.reserve_seconds * sample_rate)
         if max_latency is not None:
             self.prepared_budget = self._fitting_budget(max_latency, reserve)
@@ -483,7 +490,8 @@ class StreamProcessor:
         for index in range(chunks):
             # A budget raised after prepare() cannot stretch the latency already reported.
             budget = min(self.params.get("budget"), self.prepared_budget)
-            deadline = arrival + budget * (index + 1) * chunk * self.hop / self.sample_rate
+            steps_seconds = budget * chunk * self.hop / self.sample_rate
+            deadline = arrival + (index + 1) * steps_seconds - self._steps_end_early(steps_seconds)
             self._process_chunk(deadline)
         if self._pending_steps is not None and chunks:
             # Steps after the output end by the time the block that completes the next chunk can
@@ -492,6 +500,12 @@ class StreamProcessor:
             blocks_to_next = -(-((self._next_frame + chunk) * self.hop - self._received) // block.shape[1])
             next_due = arrival + blocks_to_next * block.shape[1] / self.sample_rate
             self._pending_steps = (style, values, min(deadline, next_due))
+
+    def _steps_end_early(self, steps_seconds: float) -> float:
+        """How much earlier than its budget a live chunk's steps end, so that it is ready within the reserve."""
+        if self.mode != "live" or self._steps_after:
+            return 0.0
+        return min(MAX_EARLY_SHARE * steps_seconds, max(0.0, self._overrun.bound() - self._finish_allowance))
 
     def _frames(self, first: int, count: int) -> np.ndarray:
         """Complex spectra ``(channels, bins, count)`` of frames ``first …``."""
@@ -554,6 +568,8 @@ class StreamProcessor:
         output = self._chain.run("output", edited, context, bound)
         self._synthesise(first, spectra, logmag, output, context)
         self._next_frame += count
+        if self.mode == "live" and not self._steps_after and began < deadline and self._plans_steps(values):
+            self._overrun.learn(time.monotonic() - deadline)
         if self._finish_times is not None:
             self._finish_times.append((time.monotonic() - finishing, time.monotonic() - began))
         seconds = count * self.hop / self.sample_rate
