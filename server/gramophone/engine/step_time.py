@@ -55,11 +55,12 @@ class StepTime:
 class Overrun:
     """How far past its steps' deadline a live chunk is ready, learned chunk by chunk.
 
-    The latency's reserve holds the finishing work as measured at ``prepare``, on a quiet
-    machine; beside other sessions the steps overrun their estimate and the finishing slows,
+    The latency's reserve holds the finishing work as measured at ``prepare`` (the median of a
+    few chunks); beside other sessions the steps overrun their estimate and the finishing slows,
     and a chunk ready past the reserve has its first block answered dry. ``bound()`` (the
-    smoothed overrun plus OVERRUN_DEVIATIONS of its deviation) is what the reserve must hold;
-    where it holds less, the steps end earlier by the difference, and the latency stays.
+    smoothed overrun plus OVERRUN_DEVIATIONS of its deviation) is what the reserve should hold
+    for it; where it holds less, the steps end earlier by the difference, and the latency stays.
+    A chunk ready before its deadline is learned as 0: only the late tail is planned for.
     """
 
     seconds: float = 0.0

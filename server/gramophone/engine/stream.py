@@ -30,7 +30,8 @@ How a block becomes stylised audio:
    frame covering it is done; wet/dry, gain and bypass are smoothed per sample.
 
 In live mode a chunk's steps stop at its deadline (``budget`` × the chunk's duration
-after its last sample arrived); a chunk that cannot take a single step in time goes out
+after its last sample arrived, up to a fifth earlier where chunks have lately come out
+later than the latency's reserve holds); a chunk that cannot take a single step in time goes out
 with the correction learned so far and counts as late, so no backlog ever builds up.
 With ``steps_after_output`` a live chunk goes out at once with the correction learned so
 far, and its steps run afterwards (``learn_pending``, which the server calls once it has
@@ -94,13 +95,13 @@ INPUT_GRACE_SECONDS = 0.005
 # blocks this much earlier, and the reserve holds the same time, so a finished chunk is not claimed
 # any sooner.
 EARLY_DRY_SECONDS = 0.005
-# The most a chunk's steps end early to keep its finishing inside the reserve (``Overrun``), as a
-# share of the time its budget gives them: a machine slowed for good costs steps, never all of them.
-MAX_EARLY_SHARE = 0.25
 WARM_UP_CHUNKS = 3  # chunks whose finishing time is measured at prepare (after one discarded)
 # The share of its budget's steps a stream must keep for its effect to stay near what it has
 # alone (about that share of its held-out gain): what a session's demand counts of its steps.
 KEPT_STEP_SHARE = 0.8
+# The most a chunk's steps end early to keep its finishing inside the reserve (``Overrun``), as a
+# share of the time its budget gives them: what admission leaves a session (``demand``) still holds.
+MAX_EARLY_SHARE = 1 - KEPT_STEP_SHARE
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,8 @@ class StreamProcessor:
         return float(finishing), float(whole)
 
     def reset(self) -> None:
-        """Forget all audio and running statistics (between songs); format, style and counters stay."""
+        """Forget all audio and running statistics (between songs); format, style and counters stay, and
+        so do the estimates of the machine (a step's time, a chunk's overrun)."""
         self._require_prepared()
         with self._lock:
             channels = self.channels
@@ -507,6 +509,13 @@ class StreamProcessor:
             return 0.0
         return min(MAX_EARLY_SHARE * steps_seconds, max(0.0, self._overrun.bound() - self._finish_allowance))
 
+    def _learns_overrun(self, began: float, deadline: float, values: dict) -> bool:
+        """Whether a chunk's overrun tells what the next chunks' will be: a live chunk with its steps
+        before the output, begun before its deadline, over a whole window (a window still growing
+        gives every step a new shape, whose first run costs torch far more than a step)."""
+        return (self.mode == "live" and not self._steps_after and began < deadline and self._plans_steps(values)
+                and self._history.shape[-1] >= self.window_frames)
+
     def _frames(self, first: int, count: int) -> np.ndarray:
         """Complex spectra ``(channels, bins, count)`` of frames ``first …``."""
         start = first * self.hop - (self.n_fft - self.hop) - self._input_start
@@ -568,8 +577,8 @@ class StreamProcessor:
         output = self._chain.run("output", edited, context, bound)
         self._synthesise(first, spectra, logmag, output, context)
         self._next_frame += count
-        if self.mode == "live" and not self._steps_after and began < deadline and self._plans_steps(values):
-            self._overrun.learn(time.monotonic() - deadline)
+        if self._learns_overrun(began, deadline, values):
+            self._overrun.learn(max(0.0, time.monotonic() - deadline))  # early is on time: only the tail counts
         if self._finish_times is not None:
             self._finish_times.append((time.monotonic() - finishing, time.monotonic() - began))
         seconds = count * self.hop / self.sample_rate
