@@ -9,7 +9,7 @@ reserve is for the work after the steps, and a step slower than usual would othe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 STEP_DEVIATIONS = 2.0
 SMOOTHING = 0.3  # the weight of a new measure in the smoothed time
@@ -24,12 +24,23 @@ OVERRUN_DEVIATIONS = 4.0
 
 
 @dataclass
-class StepTime:
+class Smoothed:
+    """Seconds measured again and again, smoothed, with their smoothed deviation (RFC 6298)."""
+
+    seconds: float = 0.0
+    deviation: float = 0.0
+
+    def learn(self, sample: float) -> None:
+        """Take one more measure."""
+        self.deviation += DEVIATION_SMOOTHING * (abs(sample - self.seconds) - self.deviation)
+        self.seconds += SMOOTHING * (sample - self.seconds)
+
+
+@dataclass
+class StepTime(Smoothed):
     """The smoothed seconds of one step, its smoothed deviation, and the floor a probe drifts toward."""
 
-    seconds: float
-    floor: float
-    deviation: float = 0.0
+    floor: float = field(kw_only=True)
 
     @classmethod
     def measured(cls, seconds: float) -> "StepTime":
@@ -40,11 +51,6 @@ class StepTime:
         """The seconds a step is planned to take."""
         return self.seconds + STEP_DEVIATIONS * self.deviation
 
-    def learn(self, sample: float) -> None:
-        """Take a step's measured seconds."""
-        self.deviation += DEVIATION_SMOOTHING * (abs(sample - self.seconds) - self.deviation)
-        self.seconds += SMOOTHING * (sample - self.seconds)
-
     def probe(self) -> None:
         """A chunk got no step: drift down toward the floor or below it, and let the deviation decay."""
         self.seconds += SMOOTHING * (min(self.floor, PROBE_SHARE * self.seconds) - self.seconds)
@@ -52,7 +58,7 @@ class StepTime:
 
 
 @dataclass
-class Overrun:
+class Overrun(Smoothed):
     """How far past its steps' deadline a live chunk is ready, learned chunk by chunk.
 
     The latency's reserve holds the finishing work as measured at ``prepare`` (the median of a
@@ -63,12 +69,5 @@ class Overrun:
     A chunk ready before its deadline is learned as 0: only the late tail is planned for.
     """
 
-    seconds: float = 0.0
-    deviation: float = 0.0
-
     def bound(self) -> float:
         return self.seconds + OVERRUN_DEVIATIONS * self.deviation
-
-    def learn(self, sample: float) -> None:
-        self.deviation += DEVIATION_SMOOTHING * (abs(sample - self.seconds) - self.deviation)
-        self.seconds += SMOOTHING * (sample - self.seconds)
