@@ -28,6 +28,8 @@ from gramophone.engine.latency import LATENCIES, LatencySetting
 from gramophone.engine.presets import Preset, get_preset
 from gramophone.osc.protocol import encode_audio
 from gramophone.engine.stream import StreamConfig, StreamProcessor
+from gramophone.engine.batch import BatchStepper
+from gramophone.cli.serve import make_stepper
 from gramophone.engine.style import StyleTarget, learn_style
 from gramophone.engine.offline import stylize
 
@@ -81,9 +83,11 @@ class StreamRender(Render):
 
 
 def stream_processor(pair: Pair, preset: Preset, chunk_frames: int, settings: dict[str, float] | None = None,
-                     mode: str = "live", latency: LatencySetting = LATENCIES["default"]) -> StreamProcessor:
+                     mode: str = "live", latency: LatencySetting = LATENCIES["default"],
+                     stepper: BatchStepper | None = None) -> StreamProcessor:
     """A processor for the pair's style with the given chunk size and live parameter values, on the
-    training window and step schedule of a ``serve --latency`` setting (its budget unless ``settings`` has one)."""
+    training window and step schedule of a ``serve --latency`` setting (its budget unless ``settings`` has one);
+    with ``stepper`` its live steps go through it, as a server's do."""
     params = Parameters()
     if latency.budget is not None:
         params.set("budget", latency.budget)
@@ -91,7 +95,7 @@ def stream_processor(pair: Pair, preset: Preset, chunk_frames: int, settings: di
         params.set(name, value)
     config = StreamConfig(chunk_frames=chunk_frames, window_seconds=latency.window_seconds,
                           steps_after_output=latency.steps_after_output)
-    return StreamProcessor(params, style_target(pair, preset), preset, mode=mode, config=config)
+    return StreamProcessor(params, style_target(pair, preset), preset, mode=mode, config=config, stepper=stepper)
 
 
 def chunk_for_latency(pair: Pair, preset: Preset, sample_rate: int, max_latency_ms: float, block_size: int = 512,
@@ -116,8 +120,11 @@ def chunk_for_latency(pair: Pair, preset: Preset, sample_rate: int, max_latency_
 
 def render_stream(pair: Pair, preset: Preset, sample_rate: int, chunk_frames: int, *, block_size: int = 512,
                   mode: str = "live", settings: dict[str, float] | None = None, realtime: bool = False,
-                  latency: LatencySetting = LATENCIES["default"]) -> StreamRender:
+                  latency: LatencySetting = LATENCIES["default"], batched: bool = False) -> StreamRender:
     """Push the pair's content through a ``StreamProcessor`` block by block, as if live.
+
+    ``batched`` steps it through a ``BatchStepper`` as ``serve`` does by default (``--batch on``),
+    on the CPU with the stepper's own thread; otherwise the stream steps alone (``--batch off``).
 
     Block ``k`` arrives ``(k + 1) × block`` after the start. With ``realtime`` the loop
     sleeps until then; otherwise the idle time is skipped (the clock is shifted) while a
@@ -126,9 +133,19 @@ def render_stream(pair: Pair, preset: Preset, sample_rate: int, chunk_frames: in
     ``latency`` may say) are taken once a block's outputs are collected, as a server takes
     them once it has sent them.
     """
+    stepper = make_stepper("cpu", "on") if batched else None
+    try:
+        return _render_stream(pair, stream_processor(pair, preset, chunk_frames, settings, mode, latency, stepper),
+                              sample_rate, block_size, realtime)
+    finally:
+        if stepper is not None:
+            stepper.close()
+
+
+def _render_stream(pair: Pair, processor: StreamProcessor, sample_rate: int, block_size: int,
+                   realtime: bool) -> StreamRender:
     content, _, rate = pair.load()
     audio = resample(content[None], rate, sample_rate)[0]
-    processor = stream_processor(pair, preset, chunk_frames, settings, mode, latency)
     processor.prepare(sample_rate, 1, block_size)
     blocks = np.pad(audio, (0, -audio.size % block_size)).reshape(-1, block_size)
     period = block_size / sample_rate

@@ -1,9 +1,10 @@
 """Quality benchmark and listening report: every pair through every path, against the targets.
 
 Paths: the dry content, the offline default preset (plus any ``--presets``), and the live
-stream at 48 kHz at the default chunk, and at the largest chunk that keeps the reported latency
-within 300 ms, within 150 ms, and (the low-latency setting) within 100 ms, and ``serve --latency low``
-(the ≤ 50 ms setting). Each is scored with the
+stream at 48 kHz at the default chunk, at the largest chunk that keeps the reported latency
+within 300 ms and within 150 ms, and at ``serve --latency short`` (the ≤ 100 ms setting) and
+``serve --latency low`` (the ≤ 50 ms setting). Live steps go through the batch stepper, as
+``serve`` ships (``--batch off``: each stream steps alone). Each is scored with the
 held-out measures of ``gramophone.metrics``; the targets table takes the mean over pairs
 (STOI over the speech pairs) and the worst RTF. The independent judge (timbre on
 the HTK front end, F0 and formants, which no stage is tuned on) is reported beside them,
@@ -76,7 +77,8 @@ PATHS = (
     PathSpec("live 48 kHz default chunk", "live", chunk_frames=StreamConfig().chunk_frames),
     PathSpec("live 48 kHz ≤300 ms", "live", max_latency_ms=300),
     PathSpec("live 48 kHz ≤150 ms", "live", max_latency_ms=150),
-    PathSpec("live 48 kHz ≤100 ms", "live", max_latency_ms=100),
+    PathSpec("live 48 kHz ≤100 ms (--latency short)", "live", chunk_frames=LATENCIES["short"].chunk_frames,
+             latency="short"),
     PathSpec("live 48 kHz ≤50 ms (--latency low)", "live", preset=LATENCIES["low"].preset,
              chunk_frames=LATENCIES["low"].chunk_frames, latency="low"),
 )
@@ -109,7 +111,7 @@ def peak(audio: np.ndarray) -> float:
 
 
 def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime: bool = False,
-             voice: dict[str, float] | None = None) -> Outcome:
+             voice: dict[str, float] | None = None, batched: bool = True) -> Outcome:
     """``pair`` through ``path``; ``iterations`` overrides the preset's (offline) or per-chunk (live) steps,
     ``voice`` the pitch and formant controls (the voice stage's offline, the parameters live)."""
     voice = voice or {}
@@ -127,7 +129,7 @@ def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime
         chunk = path.chunk_frames or chunk_for_latency(pair, preset, path.sample_rate, path.max_latency_ms,
                                                        settings=settings)
         render = render_stream(pair, preset, path.sample_rate, chunk, settings=settings, realtime=realtime,
-                               latency=LATENCIES[path.latency])
+                               latency=LATENCIES[path.latency], batched=batched)
         detail = {"chunk_frames": chunk, "latency_ms": render.latency_ms, "iterations": render.iterations,
                   "late_chunks": render.late_chunks, "chunks": render.chunks, "peak": peak(render.audio)}
     return Outcome(pair, path, render.audio, render.sample_rate, measure(pair, render, preset, voice=True),
@@ -135,12 +137,12 @@ def run_path(pair: Pair, path: PathSpec, iterations: int | None = None, realtime
 
 
 def run(pairs: Sequence[Pair], paths: Sequence[PathSpec] = PATHS, iterations: int | None = None,
-        realtime: bool = False, voice: dict[str, float] | None = None) -> list[Outcome]:
+        realtime: bool = False, voice: dict[str, float] | None = None, batched: bool = True) -> list[Outcome]:
     """Every pair through every path, printing progress."""
     outcomes = []
     for pair in pairs:
         for path in paths:
-            outcome = run_path(pair, path, iterations, realtime, voice)
+            outcome = run_path(pair, path, iterations, realtime, voice, batched)
             print(f"{pair.name} / {path.name}: held-out gain {outcome.report.held_out_gain:.2f}, "
                   f"timbre gain {outcome.report.timbre_gain:.2f}", flush=True)
             outcomes.append(outcome)
@@ -367,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="reference presets to run offline as well (slow)")
     parser.add_argument("--iterations", type=int, help="override offline iterations and live steps per chunk")
     parser.add_argument("--realtime", action="store_true", help="pace live blocks with real sleeps")
+    parser.add_argument("--batch", choices=("on", "off"), default="on",
+                        help="live steps through the batch stepper, as serve's --batch (default on, as it ships)")
     parser.add_argument("--live", nargs="*", choices=[path.key for path in PATHS[2:]],
                         help="only these live paths (default: all)")
     parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair")
@@ -387,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
         if name not in VOICE_CONTROLS or not value:
             parser.error(f"--voice takes NAME=VALUE with NAME one of {', '.join(VOICE_CONTROLS)}, got {item!r}")
         voice[name] = float(value)
-    outcomes = run(make_pairs(args.pairs, args.seconds), paths, args.iterations, args.realtime, voice)
+    outcomes = run(make_pairs(args.pairs, args.seconds), paths, args.iterations, args.realtime, voice,
+                   args.batch == "on")
     print(table([outcome.row() for outcome in outcomes], PAIR_COLUMNS, args.markdown))
     print()
     print(table(target_rows(outcomes), TARGET_COLUMNS, args.markdown))

@@ -41,7 +41,7 @@ PARAMETERS: dict[str, ParamSpec] = {
         ParamSpec("gain_db", -60.0, 24.0, 0.0, "dB", "output gain, smoothed per sample; applied after the wet signal's full-scale limiter, so above 0 dB it can pass full scale"),
         ParamSpec("bypass", 0.0, 1.0, 0.0, "", "1 passes the input through (latency kept, crossfaded)", integer=True),
         ParamSpec("iterations", 0.0, 200.0, 8.0, "", "optimiser steps per chunk: the most in live mode, exactly this many in render mode", integer=True),
-        ParamSpec("budget", 0.05, 0.9, 0.4, "", "share of a chunk's duration the optimiser may spend on it in live mode (part of the latency, except under `serve --latency low`, where the steps follow the output; a session's latency is fixed at `/connect` from the value then, which stays its ceiling)"),
+        ParamSpec("budget", 0.05, 0.9, 0.4, "", "share of a chunk's duration the optimiser may spend on it in live mode (part of the latency, except under `serve --latency short` and `low`, where the steps follow the output; a session's latency is fixed at `/connect` from the value then, which stays its ceiling)"),
         ParamSpec("learning_rate", 0.001, 1.0, 0.02, "", "Adam step size of the learned spectral correction, in log-magnitude units per step (it carries across chunks, so small steps add up)"),
         ParamSpec("colour", 0.0, 1.0, 1.0, "", "strength of the closed-form spectral colouring toward the style before the gram steps"),
         ParamSpec("pitch", -24.0, 24.0, 0.0, "st", "pitch shift in semitones, formant-preserving (the spectral envelope stays unless `formant` moves it); applies whatever `style_weight` is, glides under automation"),
