@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import numpy as np
 import pytest
 import soxr
 
-from serverutil import SERVER_COMMAND, OscClient, RealTimeSender, running_server
+from serverutil import SERVER_COMMAND, OscClient, RealTimeSender, ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -27,11 +27,11 @@ PRESETS = {"low": "low-latency", "short": "default"}
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory) -> Iterator[dict]:
+def servers(tmp_path_factory) -> Iterator[Callable[[str], ServerProcess]]:
     """A server per setting, started on first use and kept for the module."""
     started: dict = {}
     with ExitStack() as stack:
-        def server(setting: str):
+        def server(setting: str) -> ServerProcess:
             if setting not in started:
                 folder = tmp_path_factory.mktemp(f"latency-{setting}")
                 started[setting] = stack.enter_context(running_server(folder, "--latency", setting))
