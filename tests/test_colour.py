@@ -39,6 +39,32 @@ def test_colour_transform_maps_content_statistics_onto_the_style(basis):
     np.testing.assert_allclose(moved.covariance, style_stats.covariance, atol=0.02 * np.abs(style_stats.covariance).max())
 
 
+def _power(covariance: np.ndarray, power: float) -> np.ndarray:
+    values, vectors = np.linalg.eigh(covariance)
+    return (vectors * values**power) @ vectors.T
+
+
+def test_colour_transform_moves_the_frames_least_of_the_maps_that_match_the_style(basis):
+    """Every ``S^½ R C^-½`` (R orthogonal) matches the statistics; the transform is the one of least move."""
+    rng = np.random.default_rng(3)
+    content = rng.standard_normal((16, 16)) @ rng.standard_normal((16, 600)) * 0.5 + 2.0
+    style = rng.standard_normal((16, 16)) @ rng.standard_normal((16, 600)) * 0.4 + rng.uniform(0, 4, (16, 1))
+    content_stats, style_stats = BandStats.of(content), BandStats.of(style)
+    matrix, offset = colour_transform(content_stats, style_stats)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-4 * np.abs(matrix).max())
+
+    def move(a: np.ndarray) -> float:
+        b = style_stats.mean - a @ content_stats.mean
+        return float(np.mean((a @ content + b[:, None] - content) ** 2))
+
+    whiten_colour = _power(style_stats.covariance, 0.5) @ _power(content_stats.covariance, -0.5)
+    rotations = [np.linalg.qr(rng.standard_normal((16, 16)))[0] for _ in range(20)]
+    others = [whiten_colour] + [_power(style_stats.covariance, 0.5) @ r @ _power(content_stats.covariance, -0.5)
+                                for r in rotations]
+    assert move(matrix) < move(whiten_colour) - 0.1
+    assert move(matrix) <= min(move(other) for other in others) + 1e-3
+
+
 def test_running_colour_is_zero_at_strength_zero_and_for_the_style_itself(basis):
     logmag = np.abs(np.random.default_rng(2).standard_normal((1, CONFIG.channels, 60))).astype(np.float32) * 3
     stats = BandStats.of(basis.to_bands @ logmag)
@@ -53,7 +79,7 @@ def test_running_colour_is_zero_at_strength_zero_and_for_the_style_itself(basis)
 
 
 def test_running_colour_never_moves_a_channel_beyond_its_clip(basis):
-    """Near-silent content against a loud style: unclipped, the whitening lifts it by many log units."""
+    """Near-silent content against a loud style: unclipped, the map lifts it by many log units."""
     quiet = np.random.default_rng(4).random((1, CONFIG.channels, 32)).astype(np.float32) * 1e-3
     loud = np.random.default_rng(5).random((1, CONFIG.channels, 256)).astype(np.float32) * 4.0 + 6.0
     colour = RunningColour(basis, decay=1.0, warmup_frames=1)

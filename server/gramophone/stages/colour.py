@@ -1,11 +1,12 @@
 """Closed-form colouring: map the content's spectral-envelope statistics onto the style's.
 
-A whitening–colouring transform (Li et al. 2017, "Universal style transfer via feature
-transforms") applied to log-magnitude frames reduced to a few mel-spaced bands: the
-content's band mean and covariance become the style's. The change is applied back to
-the full grid as a smooth gain, so the content's harmonic fine structure (and with it
-intelligibility) stays. It is one matrix product per frame, which makes it cheap enough
-to run before the gram steps, offline and live.
+An affine map of log-magnitude frames reduced to a few mel-spaced bands that gives the
+content's band mean and covariance the style's: of all such maps, the one that moves the
+frames least (the optimal-transport map between the two Gaussians; Mroueh 2019, "Wasserstein
+style transfer"), so each band's envelope over time stays as close to the content's as the
+statistics allow. The change is applied back to the full grid as a smooth gain, so the
+content's harmonic fine structure (and with it intelligibility) stays. It is one matrix
+product per frame, which makes it cheap enough to run before the gram steps, offline and live.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class ColourSettings:
     neighbour_count: int = 4  # style frames whose mean envelope a frame moves toward (4 and 16 measured alike)
     max_change: float = 1.5  # the most a channel's log1p magnitude may move (about ×4.5, 13 dB): see RunningColour
     ridge: float = 1e-3  # covariance regularisation, relative to its mean variance
-    style_ridge: float = 1e-2  # floor on the content's, relative to the style's: caps the whitening gain near 10
+    style_ridge: float = 1e-2  # floor on the content's, relative to the style's: caps the map's gain near 10
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength <= 1.0 or not 0.0 <= self.neighbours <= 1.0:
@@ -69,14 +70,18 @@ def colour_transform(content: BandStats, style: BandStats,
                      settings: ColourSettings = ColourSettings()) -> tuple[np.ndarray, np.ndarray]:
     """``(A, b)`` such that ``A @ y + b`` has the style's mean and covariance for the content's ``y``.
 
-    The content's covariance is regularised relative to the *style's* variance too, so a
-    near-silent stretch is not whitened into loud noise.
+    ``A = C^-½ (C^½ S C^½)^½ C^-½`` for content and style covariances ``C`` and ``S``: the
+    symmetric map that moves the frames least (whitening then colouring, ``S^½ C^-½``, gives
+    the same statistics but rotates each band's envelope into its neighbours', which cost
+    intelligibility: docs/research-log.md). The content's covariance is regularised relative
+    to the *style's* variance too, so a near-silent stretch is not lifted into loud noise.
     """
     size = len(style.covariance)
     style_variance = float(np.trace(style.covariance)) / size
     ridge = settings.ridge * float(np.trace(content.covariance)) / size + settings.style_ridge * style_variance + 1e-8
-    matrix = (_matrix_power(style.covariance, 0.5, settings.ridge * style_variance + 1e-8)
-              @ _matrix_power(content.covariance, -0.5, ridge))
+    root, inverse_root = _matrix_power(content.covariance, 0.5, ridge), _matrix_power(content.covariance, -0.5, ridge)
+    style_covariance = style.covariance + (settings.ridge * style_variance + 1e-8) * np.eye(size)
+    matrix = inverse_root @ _matrix_power(root @ style_covariance @ root, 0.5, 0.0) @ inverse_root
     return matrix.astype(np.float32), (style.mean - matrix @ content.mean).astype(np.float32)
 
 
