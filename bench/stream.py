@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", choices=LATENCIES, default="default",
                         help="a serve --latency setting's preset, training window, step schedule and budget "
                              "(--preset, --chunks and --budget still apply)")
+    parser.add_argument("--batch", choices=("on", "off"), default="on",
+                        help="live steps through the batch stepper, as serve's --batch (default on, as it ships)")
     parser.add_argument("--quick", action="store_true", help="48 kHz, chunks 8 and 16, one pair")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--profile", action="store_true",
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             runs = []
             for pair in pairs:
                 render = render_stream(pair, preset, rate, chunk, block_size=args.block_size, settings=settings,
-                                       realtime=args.realtime, latency=latency)
+                                       realtime=args.realtime, latency=latency, batched=args.batch == "on")
                 report = measure(pair, render)
                 runs.append({
                     "latency_ms": render.latency_ms,
