@@ -61,9 +61,11 @@ class ColourSettings:
         return Colour(self, analysis, bands, chunk_frames)
 
 
-def _matrix_power(covariance: np.ndarray, power: float, ridge: float) -> np.ndarray:
+def _matrix_powers(covariance: np.ndarray, powers: tuple[float, ...], ridge: float) -> list[np.ndarray]:
+    """``(covariance + ridge·I)`` to each power, from one eigendecomposition."""
     values, vectors = np.linalg.eigh(covariance + ridge * np.eye(len(covariance)))
-    return (vectors * np.maximum(values, 1e-12) ** power) @ vectors.T
+    values = np.maximum(values, 1e-12)
+    return [(vectors * values**power) @ vectors.T for power in powers]
 
 
 def colour_transform(content: BandStats, style: BandStats,
@@ -79,9 +81,10 @@ def colour_transform(content: BandStats, style: BandStats,
     size = len(style.covariance)
     style_variance = float(np.trace(style.covariance)) / size
     ridge = settings.ridge * float(np.trace(content.covariance)) / size + settings.style_ridge * style_variance + 1e-8
-    root, inverse_root = _matrix_power(content.covariance, 0.5, ridge), _matrix_power(content.covariance, -0.5, ridge)
+    root, inverse_root = _matrix_powers(content.covariance, (0.5, -0.5), ridge)
     style_covariance = style.covariance + (settings.ridge * style_variance + 1e-8) * np.eye(size)
-    matrix = inverse_root @ _matrix_power(root @ style_covariance @ root, 0.5, 0.0) @ inverse_root
+    (middle,) = _matrix_powers(root @ style_covariance @ root, (0.5,), 0.0)
+    matrix = inverse_root @ middle @ inverse_root
     return matrix.astype(np.float32), (style.mean - matrix @ content.mean).astype(np.float32)
 
 
