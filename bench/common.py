@@ -223,6 +223,12 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
 
 
+def add_batch_option(parser: argparse.ArgumentParser) -> None:
+    """``--batch on|off``: a rendered stream's live steps through the batch stepper, as ``serve --batch``."""
+    parser.add_argument("--batch", choices=("on", "off"), default="on",
+                        help="live steps through the batch stepper, as serve's --batch (default on, as it ships)")
+
+
 def apply_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)

@@ -34,8 +34,8 @@ from gramophone.engine.presets import PRESETS, VOICE_CONTROLS, get_preset
 from gramophone.engine.stream import StreamConfig
 from gramophone.params import PARAMETERS
 
-from .common import (Column, Render, add_threads_option, apply_threads, chunk_for_latency, measure, render_offline,
-                     render_stream, table)
+from .common import (Column, Render, add_batch_option, add_threads_option, apply_threads, chunk_for_latency, measure,
+                     render_offline, render_stream, table)
 from .pairs import PAIR_NAMES, Pair, make_pairs
 
 
@@ -369,8 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="reference presets to run offline as well (slow)")
     parser.add_argument("--iterations", type=int, help="override offline iterations and live steps per chunk")
     parser.add_argument("--realtime", action="store_true", help="pace live blocks with real sleeps")
-    parser.add_argument("--batch", choices=("on", "off"), default="on",
-                        help="live steps through the batch stepper, as serve's --batch (default on, as it ships)")
+    add_batch_option(parser)
     parser.add_argument("--live", nargs="*", choices=[path.key for path in PATHS[2:]],
                         help="only these live paths (default: all)")
     parser.add_argument("--quick", action="store_true", help="one speech and one non-speech pair")

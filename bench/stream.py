@@ -23,7 +23,8 @@ import numpy as np
 from gramophone.engine.latency import LATENCIES
 from gramophone.engine.presets import Preset, get_preset
 
-from .common import Column, add_threads_option, apply_threads, measure, render_offline, render_stream, table
+from .common import (Column, add_batch_option, add_threads_option, apply_threads, measure, render_offline,
+                     render_stream, table)
 from .pairs import PAIR_NAMES, SPEECH_PAIRS, Pair, make_pairs
 
 COLUMNS = [
@@ -57,8 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", choices=LATENCIES, default="default",
                         help="a serve --latency setting's preset, training window, step schedule and budget "
                              "(--preset, --chunks and --budget still apply)")
-    parser.add_argument("--batch", choices=("on", "off"), default="on",
-                        help="live steps through the batch stepper, as serve's --batch (default on, as it ships)")
+    add_batch_option(parser)
     parser.add_argument("--quick", action="store_true", help="48 kHz, chunks 8 and 16, one pair")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--profile", action="store_true",
