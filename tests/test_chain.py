@@ -87,13 +87,37 @@ def test_a_preset_lists_its_stages_and_their_settings():
         dataclasses.replace(default, stages=(ColourSettings(), ColourSettings()))
 
 
-def test_a_live_chain_leaves_out_the_offline_only_stages():
-    def names(live: bool) -> list[str]:
-        chain = build_chain(SMALL.stages, SMALL.ceiling, SMALL.analysis, SMALL.colour_bands, 8, 22050, live=live)
-        return [stage.name for stage in chain.stages]
+class WholeClip(Lift):
+    """A test stage that needs the whole clip and has no live version."""
 
-    assert names(live=False) == ["voice", "colour", "levels", "frame_hold", "match_eq", "limiter"]
-    assert names(live=True) == ["voice", "colour", "levels", "frame_hold", "limiter"]
+    name = "whole_clip"
+    offline_only = True
+
+
+@dataclasses.dataclass(frozen=True)
+class WholeClipSettings:
+    stage = "whole_clip"
+
+    def build(self, analysis, bands, chunk_frames, sample_rate) -> Stage:
+        return WholeClip(0.0)
+
+
+def test_a_live_chain_takes_each_stages_live_version():
+    def chain(live: bool, stages=SMALL.stages) -> Chain:
+        return build_chain(stages, SMALL.ceiling, SMALL.analysis, SMALL.colour_bands, 8, 22050, live=live)
+
+    names = ["voice", "colour", "levels", "frame_hold", "match_eq", "limiter"]
+    offline, live = chain(live=False), chain(live=True)
+    assert [stage.name for stage in offline.stages] == names == [stage.name for stage in live.stages]
+    assert [type(stage).__name__ for stage in offline.stages][4] == "MatchEQ"  # on the rendered audio
+    eq = live.stages[4]
+    assert type(eq).__name__ == "RunningMatchEQ" and eq.place == "output" and eq.lifts  # on the grid, bounded
+    with_whole_clip = chain(live=True, stages=(*SMALL.stages, WholeClipSettings()))
+    assert [stage.name for stage in with_whole_clip.stages] == names  # none: it is left out
+    assert [stage.name for stage in chain(live=False, stages=(WholeClipSettings(),)).stages] == ["whole_clip"]
+    low = get_preset("low-latency")  # its grid is too coarse for the live EQ: a stream leaves it out
+    low_chain = build_chain(low.stages, low.ceiling, low.analysis, low.colour_bands, 2, 48000, live=True)
+    assert "match_eq" not in [stage.name for stage in low_chain.stages]
 
 
 def test_a_stage_setting_from_the_preset_changes_the_output(clips, style_a):

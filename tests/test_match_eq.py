@@ -1,11 +1,17 @@
-"""The match EQ of the quiet bins (match_eq.py): what it learns, what it moves and what it leaves."""
+"""The match EQ of the quiet bins (match_eq.py): what it learns, what it moves and what it leaves, offline and live."""
+
+import dataclasses
 
 import librosa
 import numpy as np
 import pytest
 from scipy.signal import butter, sosfilt
 
-from gramophone.stages.match_eq import MEL_BANDS, long_term_spectrum, match_spectrum
+from gramophone import Parameters, StreamProcessor, get_preset, learn_style
+from gramophone.dsp.analysis import AnalysisConfig, analyse
+from gramophone.stages.base import Context
+from gramophone.stages.match_eq import (MEL_BANDS, MatchEQSettings, RunningMatchEQ, long_term_spectrum,
+                                        match_spectrum)
 
 RATE = 22050
 
@@ -79,6 +85,23 @@ def test_strength_scales_it_and_zero_returns_the_audio_itself():
     assert distance[0] > distance[1] > distance[2]
 
 
+def test_boost_scales_the_raises_only():
+    """``boost`` 0: the dark top of a content darker than the style stays where it was; cuts still apply."""
+    audio = _lowpassed(_noise(3, 20), 2000.0)[None].astype(np.float32)
+    bright, _ = long_term_spectrum(_noise(3, 21)[None], RATE)
+    hertz = np.fft.rfftfreq(audio.shape[-1], 1 / RATE)
+    top = hertz > 8000
+    power = (np.abs(np.fft.rfft(audio[0])) ** 2)[top].sum()
+    raised = (np.abs(np.fft.rfft(match_spectrum(audio, RATE, bright)[0])) ** 2)[top].sum()
+    kept = (np.abs(np.fft.rfft(match_spectrum(audio, RATE, bright, settings=MatchEQSettings(boost=0.0))[0])) ** 2)
+    assert raised > 10 * power and kept[top].sum() <= 1.01 * power
+    bright_floor = _tone_over_floor(1e-2 * _noise(3, 22))
+    floor = (np.abs(np.fft.rfft(bright_floor[0])) ** 2)[top].sum()
+    dark, _ = long_term_spectrum(_lowpassed(_noise(3, 23), 1000.0)[None], RATE)
+    cut = np.abs(np.fft.rfft(match_spectrum(bright_floor, RATE, dark, settings=MatchEQSettings(boost=0.0))[0])) ** 2
+    assert cut[top].sum() < 0.1 * floor
+
+
 def test_channels_share_one_equaliser():
     floor = 1e-3 * _noise(2, 8)
     mono = _tone_over_floor(floor)
@@ -113,3 +136,76 @@ def test_a_clip_shorter_than_one_window_is_equalised_quietly():
 def test_a_spectrum_of_the_wrong_shape_is_refused():
     with pytest.raises(ValueError, match="128 bands"):
         match_spectrum(np.zeros((1, RATE), dtype=np.float32), RATE, np.zeros(40))
+
+
+# The live version: RunningMatchEQ, on the grid, from a running spectrum of the audio it delivered.
+
+def _running(live_boost: float = 0.5) -> RunningMatchEQ:
+    return RunningMatchEQ(MatchEQSettings(live_boost=live_boost), AnalysisConfig(), RATE)
+
+
+def _context(style: np.ndarray, pull: float = 1.0) -> Context:
+    return Context(pull=pull, colour=1.0, bands=None, features={"match_eq": style}, content=None)
+
+
+def _grid_gain_db(eq: RunningMatchEQ, audio: np.ndarray, style: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each grid bin's dB gain from the stage on ``audio``'s own grid, after it heard ``audio``; and the grid."""
+    eq.listen(audio)
+    grid = analyse(audio, RATE, AnalysisConfig()).logmag
+    out = eq.apply(grid, _context(style))
+    before, after = np.expm1(grid), np.expm1(out)
+    return 20 * np.log10(np.maximum(after, 1e-12) / np.maximum(before, 1e-12)), before
+
+
+def test_live_it_raises_quiet_bins_by_the_boost_share_cuts_in_full_and_leaves_the_loud_ones():
+    dark = _tone_over_floor(1e-2 * _lowpassed(_noise(4, 12), 1000.0))
+    bright, _ = long_term_spectrum(_noise(4, 13)[None], RATE)
+    hertz = np.fft.rfftfreq(AnalysisConfig().n_fft(RATE), 1 / RATE)[:AnalysisConfig().channels]
+    top, tone = hertz > 4000, np.abs(hertz - 440.0) < 30
+    half, _ = _grid_gain_db(_running(0.5), dark, bright)
+    full, grid = _grid_gain_db(_running(1.0), dark, bright)
+    assert full[..., top, :].mean() > 6  # the dark content's quiet top raised toward the bright style
+    np.testing.assert_allclose(half[..., top, :].mean(), 0.5 * full[..., top, :].mean(), rtol=0.05)
+    assert np.abs(full[..., tone, :][grid[..., tone, :] > 0.5 * grid.max()]).max() < 0.01  # the loud tone kept
+    brighter = _tone_over_floor(1e-2 * _noise(4, 14))
+    darker, _ = long_term_spectrum(_lowpassed(_noise(4, 15), 1000.0)[None], RATE)
+    cut_half, _ = _grid_gain_db(_running(0.5), brighter, darker)
+    cut_full, _ = _grid_gain_db(_running(1.0), brighter, darker)
+    assert cut_full[..., top, :].mean() < -6
+    np.testing.assert_allclose(cut_half[..., top, :], cut_full[..., top, :], atol=1e-3)
+
+
+def test_live_it_waits_to_hear_the_stream_and_forgets_on_reset():
+    eq = _running()
+    style, _ = long_term_spectrum(_noise(2, 16)[None], RATE)
+    grid = analyse(_tone_over_floor(1e-2 * _lowpassed(_noise(3, 17), 1000.0)), RATE, AnalysisConfig()).logmag
+    assert eq.apply(grid, _context(style)) is grid  # nothing delivered yet: nothing to equalise from
+    eq.listen(_tone_over_floor(1e-2 * _lowpassed(_noise(3, 17), 1000.0)))
+    assert eq.apply(grid, _context(style, pull=0.0)) is grid  # the effect off: the frames themselves
+    assert not np.allclose(eq.apply(grid, _context(style)), grid)
+    eq.reset()
+    assert eq.apply(grid, _context(style)) is grid
+
+
+def test_live_in_a_stream_it_moves_the_delivered_spectrum_toward_the_styles():
+    """Through a real stream (render mode, the EQ alone of the stages): with it, the output's long-term
+    spectrum away from the loud tone ends nearer the style's than without it, and the first chunks,
+    before it has heard anything, are untouched."""
+    content = _tone_over_floor(1e-2 * _noise(8, 18))
+    style_clip = (0.3 * _lowpassed(_noise(4, 19), 1000.0))[None].astype(np.float32)
+    preset = get_preset("default")
+    only_eq = dataclasses.replace(preset, stages=tuple(s for s in preset.stages if s.stage in ("match_eq", "limiter")))
+    without = dataclasses.replace(preset, stages=tuple(s for s in preset.stages if s.stage == "limiter"))
+    style = learn_style([(style_clip, RATE)], preset)
+    outputs = []
+    for chosen in (only_eq, without):
+        params = Parameters()
+        params.set("iterations", 0)
+        outputs.append(StreamProcessor(params, style, chosen, mode="render").process(content, RATE, block_size=512))
+    with_eq, without_eq = outputs
+    away = librosa.mel_frequencies(MEL_BANDS + 2, fmax=11025.0)[1:-1] > 1500.0
+    target = style.features["match_eq"][away]
+    last = slice(-4 * RATE, None)
+    distance = [_shape_distance(long_term_spectrum(out[:, last], RATE)[0][away], target) for out in outputs]
+    assert distance[0] < 0.5 * distance[1], distance
+    np.testing.assert_array_equal(with_eq[:, :RATE // 10], without_eq[:, :RATE // 10])

@@ -169,9 +169,11 @@ PRESETS: dict[str, Preset] = {
 # The default on a window under half as long: a frame needs under half the look-ahead, for a coarser
 # view of the spectrum. 1024 samples at 48 kHz, so that two frames make 512 samples and chunks fall on
 # the grid of 256- and 512-sample blocks (at 23.2 ms the schedule alone is 11 ms longer). The networks
-# read 80 mel bands: 128 would leave empty triangles on its 236 channels, and a step costs less.
+# read 80 mel bands: 128 would leave empty triangles on its 236 channels, and a step costs less. A
+# stream leaves the match EQ out: on this grid the quiet bins lie beside a voice's harmonics, and live it
+# cost held-out gain (british → american 0.36 → 0.20; docs/research-log.md, "The match EQ live").
 PRESETS["low-latency"] = replace(
-    PRESETS["default"], name="low-latency",
+    PRESETS["default"].with_stage("match_eq", live=False), name="low-latency",
     description="the default on a 21 ms analysis (236 channels, networks reading 80 mel bands), for live "
                 "latencies under 50 ms (serve --latency low)",
     analysis=AnalysisConfig(window_ms=1024 / 48000 * 1000, overlap=4, max_freq_hz=11025.0),

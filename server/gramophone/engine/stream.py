@@ -19,7 +19,9 @@ How a block becomes stylised audio:
    a window longer than the chunk, carries the effect of every past step forward. Both
    stay under the style's range (``ceiling.py``) when the preset asks. Then the chunk's
    quiet levels are mapped onto the style's, channel by channel, from a running histogram
-   of the output (``levels.py``), and no frame may be louder than the style's loudest.
+   of the output (``levels.py``), no frame may be louder than the style's loudest, and the
+   quiet bins are equalised toward the style's long-term spectrum, from a running spectrum of
+   the audio delivered so far (``match_eq.py``, which hears every finished chunk).
 3. The edited frames are resynthesised with the input's own phase (random where the edit
    filled a bin the input left nearly empty: ``analysis.fill_phase``) and overlap-added on
    the same grid, so chunk boundaries leave no seam; with the effect off the overlap-add
@@ -677,6 +679,7 @@ class StreamProcessor:
         if done > self._finished:
             lo, hi = self._finished - self._ola_start, done - self._ola_start
             finished = self._chain.run("audio", self._ola[:, lo:hi] / self.overlap_gain, context)
+            self._chain.listen(finished)
             self._wet = np.concatenate([self._wet, finished], axis=1)
             self._ola = self._ola[:, hi:]
             self._ola_start = done

@@ -29,10 +29,12 @@ class StageSettings(Protocol):
 
 def build_chain(stages: Sequence[StageSettings], ceiling: CeilingSettings | None, analysis: AnalysisConfig,
                 bands: int, chunk_frames: int, sample_rate: int, live: bool) -> Chain:
-    """The chain of ``stages`` (a live one leaves out the offline-only), with ``ceiling`` beside it."""
+    """The chain of ``stages`` (a live one takes each stage's live version), with ``ceiling`` beside it."""
     built = [settings.build(analysis, bands, chunk_frames, sample_rate) for settings in stages]
+    if live:
+        built = [stage for stage in (stage.live() for stage in built) if stage is not None]
     bound = None if ceiling is None else ceiling.build(analysis, bands, chunk_frames, sample_rate)
-    return Chain([stage for stage in built if not (live and stage.offline_only)], bound)
+    return Chain(built, bound)
 
 
 __all__ = ["LEARNERS", "Bound", "Ceiling", "CeilingSettings", "Chain", "Colour", "ColourSettings", "Context",

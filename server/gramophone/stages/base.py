@@ -8,6 +8,9 @@ In the spirit of pedalboard's plugins and JUCE's AudioProcessor, a stage
 - and applies itself (``apply``) given the *pull*, ``min(style_weight, 1)``: how far the
   stages go toward the style (beyond 1 only the optimiser's steps pull harder).
 
+A live chain holds each stage's ``live()`` version (itself, a running one, or none for a stage
+that needs the whole clip), and every stage hears the audio the chain delivered (``listen``).
+
 A stage has a place in the flow: ``"spectrum"`` stages edit the complex STFT frames before
 they are analysed (the pitch and formant shift: the chain then treats their output as the
 content), ``"anchor"`` stages edit the analysis frames before the optimiser, ``"output"`` stages edit the optimised frames, ``"audio"`` stages the
@@ -105,6 +108,13 @@ class Stage(Learner):
     def reset(self) -> None:
         """Forget the running state (between songs)."""
 
+    def live(self) -> "Stage | None":
+        """This stage in a live chain: itself, a running version, or None when it needs the whole clip."""
+        return None if self.offline_only else self
+
+    def listen(self, audio: np.ndarray) -> None:
+        """Hear the ``(channels, samples)`` audio the chain delivered (live), after every audio stage."""
+
     def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
         """The stage applied to frames ``(..., channels, frames)`` or, for audio stages, samples."""
         raise NotImplementedError
@@ -140,6 +150,11 @@ class Chain:
     def reset(self) -> None:
         for stage in self.stages:
             stage.reset()
+
+    def listen(self, audio: np.ndarray) -> None:
+        """Every stage hears the audio the chain delivered."""
+        for stage in self.stages:
+            stage.listen(audio)
 
     def limit(self, context: Context) -> np.ndarray | None:
         """The ceiling's bound on frames edited from ``context.content``, or None."""

@@ -9,8 +9,9 @@ dB over the clip against the style's, the difference's *shape* only (its mean ov
 left out: loudness is the colouring's business), applied as a gain on the bins more than
 ``QUIET_DB`` under the clip's loudest bin, blending in over ``BLEND_DB``. The loud bins, where
 words and notes live, keep the level the colouring and steps gave them, which is what keeps
-intelligibility (STOI) and the held-out gain. Offline only: it needs the whole rendered clip.
-Measured in docs/research-log.md (section 7).
+intelligibility (STOI) and the held-out gain. Offline it needs the whole rendered clip; a
+stream runs ``RunningMatchEQ``, which follows a running spectrum of the audio it delivered.
+Measured in docs/research-log.md (section 7, and "The match EQ live").
 
 Written here rather than taken from a library: librosa and pedalboard have no match EQ, and
 what this needs (a mel band gain limited to the quiet bins) is one STFT and a few lines.
@@ -22,10 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import math
+from collections import deque
+
 import librosa
 import numpy as np
+import scipy.fft
+import scipy.signal
 
-from ..dsp.analysis import AnalysisConfig
+from ..dsp.analysis import AnalysisConfig, magnitude_scale
 from ..dsp.bands import mel_filters
 from .base import Context, Stage, StyleClip, quiet_share
 
@@ -45,9 +51,14 @@ class MatchEQSettings:
 
     quiet_db: float = 32.0  # bins this far under the clip's loudest bin take the full gain ...
     blend_db: float = 10.0  # ... and bins blend_db closer to it none, with a straight blend between
+    boost: float = 1.0  # share of a raising gain applied (a lowering one applies in full) ...
+    live_boost: float = 0.5  # ... and live, where the full raise cost held-out gain (docs/research-log.md)
+    live: bool = True  # whether a stream runs it (RunningMatchEQ)
+    window_seconds: float = 4.0  # live: the running spectra's window
+    warmup_seconds: float = 2.0  # live: the gain ramps in over this much delivered audio
 
     def build(self, analysis: AnalysisConfig, bands: int, chunk_frames: int, sample_rate: int) -> "MatchEQ":
-        return MatchEQ(self, sample_rate)
+        return MatchEQ(self, analysis, sample_rate)
 
 
 def _stft(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -99,13 +110,19 @@ def match_spectrum(audio: np.ndarray, sample_rate: int, style_spectrum: np.ndarr
     stft, hop = _stft(audio, sample_rate)
     power = np.abs(stft) ** 2
     basis = _mel_basis(sample_rate, stft.shape[-2])
-    gain_db = _bins_from_bands(style_spectrum - _shape(power, basis), basis)
+    gain_db = _bins_from_bands(_band_gain(style_spectrum, _shape(power, basis), settings.boost), basis)
     level = 10.0 * np.log10(np.maximum(power, 1e-20))
     quiet = quiet_share(level, level.max(), settings.quiet_db, settings.blend_db)
     gain = 10.0 ** (strength * quiet * gain_db[:, None] / 20.0)
     out = librosa.istft(stft * gain, hop_length=hop, n_fft=2 * (stft.shape[-2] - 1), window="hann", center=True,
                         length=audio.shape[-1])
     return out.astype(np.float32)
+
+
+def _band_gain(style_spectrum: np.ndarray, shape: np.ndarray, boost: float) -> np.ndarray:
+    """Each band's dB gain toward the style's shape: ``boost`` of a raise, all of a cut."""
+    gain = style_spectrum - shape
+    return np.where(gain > 0, boost * gain, gain)
 
 
 def _bins_from_bands(band_gain_db: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -125,9 +142,13 @@ class MatchEQ(Stage):
     place: ClassVar[str] = "audio"
     offline_only: ClassVar[bool] = True
 
-    def __init__(self, settings: MatchEQSettings, sample_rate: int) -> None:
+    def __init__(self, settings: MatchEQSettings, analysis: AnalysisConfig, sample_rate: int) -> None:
         self.settings = settings
+        self.analysis = analysis
         self.sample_rate = sample_rate
+
+    def live(self) -> "RunningMatchEQ | None":
+        return RunningMatchEQ(self.settings, self.analysis, self.sample_rate) if self.settings.live else None
 
     @classmethod
     def learn(cls, clips: Sequence[StyleClip]) -> np.ndarray:
@@ -141,3 +162,108 @@ class MatchEQ(Stage):
 
     def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
         return match_spectrum(data, self.sample_rate, context.features[self.name], context.pull, self.settings)
+
+
+class RunningMean:
+    """A decayed, bias-corrected running mean of vectors."""
+
+    def __init__(self, size: int) -> None:
+        self.total = np.zeros(size)
+        self.weight = 0.0
+
+    def add(self, rows: np.ndarray, decay: float) -> None:
+        """Fold in ``(count, size)`` rows in order, each scaling the past by ``decay``."""
+        for row in rows:
+            self.total = self.total * decay + row
+            self.weight = self.weight * decay + 1.0
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.weight, 1e-12)
+
+
+class RunningMatchEQ(Stage):
+    """The match EQ live: the delivered audio's running long-term spectrum, the gain on the grid's quiet bins.
+
+    A stream has no whole clip, and an EQ on the audio would need a window of latency. So the
+    gain goes on the output grid before resynthesis, but it is computed from the audio the
+    stream delivered (``listen``), analysed as offline: what the grid asks for and what
+    resynthesis delivers differ in the bins the edit filled, and measured on the grid instead
+    the EQ lowered the held-out gain (docs/research-log.md, "The match EQ live"). That audio
+    already carries the gain applied so far, so the gain's own running change of the grid's
+    band levels is taken back out of it: the gain follows the running spectrum, not its own
+    past. Quiet bins are those ``quiet_db`` under the loudest grid bin of the last
+    ``window_seconds``; a raise applies ``live_boost`` of itself.
+    """
+
+    name: ClassVar[str] = "match_eq"
+    place: ClassVar[str] = "output"
+    lifts: ClassVar[bool] = True
+
+    def __init__(self, settings: MatchEQSettings, analysis: AnalysisConfig, sample_rate: int) -> None:
+        self.settings = settings
+        self.sample_rate = sample_rate
+        self.channels = analysis.channels
+        self.grid_hop = analysis.hop_length(sample_rate)
+        self.scale = magnitude_scale(analysis, sample_rate)
+        basis = _mel_basis(sample_rate, analysis.n_fft(sample_rate) // 2 + 1)
+        # the grid's channels: its bins up to 11 kHz, zero-padded where the rate has fewer (analysis.to_grid)
+        self.grid_basis = np.pad(basis, ((0, 0), (0, max(0, self.channels - basis.shape[1]))))[:, :self.channels]
+        self.n_fft = OVERLAP * max(1, round(WINDOW_MS * sample_rate / 1000 / OVERLAP))
+        self.hop = self.n_fft // OVERLAP
+        self.window = scipy.signal.get_window("hann", self.n_fft).astype(np.float32)
+        self.fft_size = scipy.fft.next_fast_len(self.n_fft, real=True)  # zero-padded: 4 456 at 48 kHz is 8 × a prime
+        self.basis = _mel_basis(sample_rate, self.fft_size // 2 + 1)
+        self.window_frames = round(settings.window_seconds * sample_rate / self.grid_hop)
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending: np.ndarray | None = None  # delivered samples not yet in a full analysis frame
+        self._delivered = RunningMean(MEL_BANDS)  # band dB of the delivered audio
+        self._own = RunningMean(MEL_BANDS)  # the gain's own change of the grid's band dB
+        self._top_db = -np.inf  # the delivered audio's loudest band level, for the floor TOP_DB under it
+        self._grid_tops: deque[tuple[float, int]] = deque()  # each recent chunk's loudest grid bin, and its frames
+
+    def _decay(self, hop: int) -> float:
+        return math.exp(-hop / (self.settings.window_seconds * self.sample_rate))
+
+    def listen(self, audio: np.ndarray) -> None:
+        """Fold the delivered ``(channels, samples)`` audio into the running spectrum, channels' power pooled."""
+        audio = np.asarray(audio, dtype=np.float32)
+        pending = audio if self._pending is None else np.concatenate([self._pending, audio], axis=-1)
+        count = (pending.shape[-1] - self.n_fft) // self.hop + 1
+        if count > 0:
+            frames = np.lib.stride_tricks.sliding_window_view(pending, self.n_fft, axis=-1)[:, ::self.hop][:, :count]
+            power = (np.abs(scipy.fft.rfft(frames * self.window, n=self.fft_size, axis=-1)) ** 2).mean(axis=0)
+            level = 10.0 * np.log10(np.maximum(power @ self.basis.T, 1e-20))
+            self._top_db = max(self._top_db, float(level.max()))
+            self._delivered.add(np.maximum(level, self._top_db - TOP_DB), self._decay(self.hop))
+            pending = pending[:, count * self.hop:]
+        self._pending = pending
+
+    def _band_db(self, magnitude: np.ndarray) -> np.ndarray:
+        """``(frames, MEL_BANDS)`` band dB of ``(channels, grid channels, frames)`` grid magnitudes."""
+        power = (magnitude ** 2).mean(axis=0)
+        return 10.0 * np.log10(np.maximum(self.grid_basis @ power, 1e-20)).T
+
+    def _grid_top(self, level: np.ndarray) -> float:
+        """The loudest grid bin of the last ``window_seconds``, this chunk's ``level`` included."""
+        self._grid_tops.append((float(level.max()), level.shape[-1]))
+        while sum(frames for _, frames in self._grid_tops) - self._grid_tops[0][1] >= self.window_frames:
+            self._grid_tops.popleft()
+        return max(top for top, _ in self._grid_tops)
+
+    def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
+        heard = self._delivered.weight * self.hop / self.sample_rate
+        strength = context.pull * min(1.0, heard / self.settings.warmup_seconds)
+        if strength <= 0:
+            return data
+        before = self._delivered.mean - self._own.mean  # the delivered spectrum as it would be without the gain
+        band_gain = _band_gain(context.features[self.name], before - before.mean(), self.settings.live_boost)
+        bin_gain = _bins_from_bands(band_gain, self.grid_basis)
+        magnitude = np.expm1(np.maximum(data, 0.0)) / self.scale
+        level = 20.0 * np.log10(np.maximum(magnitude, 1e-10))
+        quiet = quiet_share(level, self._grid_top(level), self.settings.quiet_db, self.settings.blend_db)
+        gained = magnitude * 10.0 ** (strength * quiet * bin_gain[:, None] / 20.0)
+        self._own.add(self._band_db(gained) - self._band_db(magnitude), self._decay(self.grid_hop))
+        return np.log1p(gained * self.scale).astype(np.float32)
