@@ -212,7 +212,7 @@ class RunningMatchEQ(Stage):
         self.n_fft = OVERLAP * max(1, round(WINDOW_MS * sample_rate / 1000 / OVERLAP))
         self.hop = self.n_fft // OVERLAP
         self.window = scipy.signal.get_window("hann", self.n_fft).astype(np.float32)
-        self.fft_size = scipy.fft.next_fast_len(self.n_fft, real=True)  # zero-padded: 4 456 at 48 kHz is 8 × a prime
+        self.fft_size = scipy.fft.next_fast_len(self.n_fft, real=True)  # zero-padded: 4 460 at 48 kHz is 4 × 5 × 223
         self.basis = _mel_basis(sample_rate, self.fft_size // 2 + 1)
         self.window_frames = round(settings.window_seconds * sample_rate / self.grid_hop)
         self.reset()
