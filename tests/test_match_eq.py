@@ -187,6 +187,44 @@ def test_live_it_waits_to_hear_the_stream_and_forgets_on_reset():
     assert eq.apply(grid, _context(style)) is grid
 
 
+def test_live_after_a_stretch_with_the_effect_off_it_equalises_from_what_it_heard_then():
+    """While the effect is off the delivered audio carries no gain, so none is taken back out of it:
+    back on, the stage acts as one that heard only that stretch."""
+    style, _ = long_term_spectrum(_noise(2, 24)[None], RATE)
+    dark = _tone_over_floor(1e-2 * _lowpassed(_noise(24, 25), 1000.0))
+    grid = analyse(dark[:, :RATE], RATE, AnalysisConfig()).logmag
+    used, fresh = _running(), _running()
+    used.listen(dark[:, :4 * RATE])
+    for _ in range(20):
+        used.apply(grid, _context(style))  # a gain applied and recorded
+    for start in range(4 * RATE, dark.shape[-1], RATE // 2):  # the effect off for 20 s: nothing applied
+        part = dark[:, start:start + RATE // 2]
+        part_grid = analyse(part, RATE, AnalysisConfig()).logmag
+        for stage in (used, fresh):
+            stage.listen(part)
+            stage.apply(part_grid, _context(style, pull=0.0))
+    np.testing.assert_allclose(used.apply(grid, _context(style)), fresh.apply(grid, _context(style)), atol=0.05)
+
+
+def test_live_a_gain_the_audio_never_shows_stays_within_its_bound():
+    """Heard once, then applied again and again with nothing new delivered (as where resynthesis
+    delivers none of the gain): the gain grows toward the style, but no bin's beyond ``live_max_db``."""
+    style, _ = long_term_spectrum(_noise(2, 26)[None], RATE)
+    dark = _tone_over_floor(1e-2 * _lowpassed(_noise(3, 27), 1000.0))
+    grid = analyse(dark, RATE, AnalysisConfig()).logmag
+
+    def gains(bound: float) -> list[float]:
+        eq = RunningMatchEQ(MatchEQSettings(live_max_db=bound), AnalysisConfig(), RATE)
+        eq.listen(dark)
+        outs = [eq.apply(grid, _context(style)) for _ in range(100)]
+        return [float((20 * np.log10(np.maximum(np.expm1(out), 1e-12) / np.maximum(np.expm1(grid), 1e-12))).max())
+                for out in (outs[0], outs[-1])]
+
+    free, bound = gains(30.0), gains(3.0)
+    assert free[1] > free[0] + 3 and free[1] > 6  # the premise: unheld, it grows past 3 dB
+    assert max(bound) <= 3.0 + 1e-3
+
+
 def test_live_in_a_stream_it_moves_the_delivered_spectrum_toward_the_styles():
     """Through a real stream (render mode, the EQ alone of the stages): with it, the output's long-term
     spectrum away from the loud tone ends nearer the style's than without it, and the first chunks,

@@ -29,9 +29,8 @@ from collections import deque
 import librosa
 import numpy as np
 import scipy.fft
-import scipy.signal
 
-from ..dsp.analysis import AnalysisConfig, magnitude_scale
+from ..dsp.analysis import AnalysisConfig, hann, magnitude_scale
 from ..dsp.bands import mel_filters
 from .base import Context, Stage, StyleClip, quiet_share
 
@@ -54,6 +53,7 @@ class MatchEQSettings:
     boost: float = 1.0  # share of a raising gain applied (a lowering one applies in full) ...
     live_boost: float = 0.5  # ... and live, where the full raise cost held-out gain (docs/research-log.md)
     live: bool = True  # whether a stream runs it (RunningMatchEQ)
+    live_max_db: float = 30.0  # live: no band's gain beyond this, either way (see RunningMatchEQ)
     window_seconds: float = 4.0  # live: the running spectra's window
     warmup_seconds: float = 2.0  # live: the gain ramps in over this much delivered audio
 
@@ -192,8 +192,11 @@ class RunningMatchEQ(Stage):
     the EQ lowered the held-out gain (docs/research-log.md, "The match EQ live"). That audio
     already carries the gain applied so far, so the gain's own running change of the grid's
     band levels is taken back out of it: the gain follows the running spectrum, not its own
-    past. Quiet bins are those ``quiet_db`` under the loudest grid bin of the last
-    ``window_seconds``; a raise applies ``live_boost`` of itself.
+    past. Where resynthesis delivers only part of a gain (bins it fills with random phase come
+    out quieter), the gain grows until the delivered audio has moved; where it delivers none of
+    it, the gain would grow without end, so it is held within ``live_max_db``. Quiet bins are
+    those ``quiet_db`` under the loudest grid bin of the last ``window_seconds``; a raise
+    applies ``live_boost`` of itself.
     """
 
     name: ClassVar[str] = "match_eq"
@@ -211,7 +214,7 @@ class RunningMatchEQ(Stage):
         self.grid_basis = np.pad(basis, ((0, 0), (0, max(0, self.channels - basis.shape[1]))))[:, :self.channels]
         self.n_fft = OVERLAP * max(1, round(WINDOW_MS * sample_rate / 1000 / OVERLAP))
         self.hop = self.n_fft // OVERLAP
-        self.window = scipy.signal.get_window("hann", self.n_fft).astype(np.float32)
+        self.window = hann(self.n_fft).astype(np.float32)
         self.fft_size = scipy.fft.next_fast_len(self.n_fft, real=True)  # zero-padded: 4 460 at 48 kHz is 4 × 5 × 223
         self.basis = _mel_basis(sample_rate, self.fft_size // 2 + 1)
         self.window_frames = round(settings.window_seconds * sample_rate / self.grid_hop)
@@ -256,10 +259,12 @@ class RunningMatchEQ(Stage):
     def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
         heard = self._delivered.weight * self.hop / self.sample_rate
         strength = context.pull * min(1.0, heard / self.settings.warmup_seconds)
-        if strength <= 0:
+        if strength <= 0:  # frames left alone: the gain's record of its own change goes on, at nothing
+            self._own.add(np.zeros((data.shape[-1], MEL_BANDS)), self._decay(self.grid_hop))
             return data
         before = self._delivered.mean - self._own.mean  # the delivered spectrum as it would be without the gain
-        band_gain = _band_gain(context.features[self.name], before - before.mean(), self.settings.live_boost)
+        band_gain = np.clip(_band_gain(context.features[self.name], before - before.mean(), self.settings.live_boost),
+                            -self.settings.live_max_db, self.settings.live_max_db)
         bin_gain = _bins_from_bands(band_gain, self.grid_basis)
         magnitude = np.expm1(np.maximum(data, 0.0)) / self.scale
         level = 20.0 * np.log10(np.maximum(magnitude, 1e-10))
