@@ -247,3 +247,25 @@ def test_live_in_a_stream_it_moves_the_delivered_spectrum_toward_the_styles():
     distance = [_shape_distance(long_term_spectrum(out[:, last], RATE)[0][away], target) for out in outputs]
     assert distance[0] < 0.5 * distance[1], distance
     np.testing.assert_array_equal(with_eq[:, :RATE // 10], without_eq[:, :RATE // 10])
+
+
+def test_live_its_numpy_work_runs_on_one_blas_thread(monkeypatch):
+    """Spinning OpenBLAS threads took the cores from a server's steps: the stage's work holds BLAS to one."""
+    from threadpoolctl import threadpool_info
+
+    from gramophone.stages import match_eq
+
+    seen = []
+    add = match_eq.RunningMean.add
+
+    def recording(self, rows, decay):
+        seen.append([pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"])
+        add(self, rows, decay)
+
+    monkeypatch.setattr(match_eq.RunningMean, "add", recording)
+    eq = _running()
+    audio = _tone_over_floor(1e-2 * _noise(3, 28))
+    style, _ = long_term_spectrum(_noise(2, 29)[None], RATE)
+    eq.listen(audio)
+    eq.apply(analyse(audio, RATE, AnalysisConfig()).logmag, _context(style))
+    assert len(seen) == 2 and all(threads and set(threads) == {1} for threads in seen)

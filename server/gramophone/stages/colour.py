@@ -12,25 +12,16 @@ product per frame, which makes it cheap enough to run before the gram steps, off
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from ..blas import one_blas_thread
 from ..dsp.analysis import AnalysisConfig
 from ..dsp.bands import BandBasis, BandStats
 from .base import Context, Stage, StyleClip, ramp_in
-
-# The colouring's matrices are small (bands × bands, bands × a chunk's frames): BLAS threads
-# gain nothing on them, and OpenBLAS threads left spinning afterwards took the cores from
-# torch's next step (live steps ran 3× slower on 2 cores). So its NumPy work runs on one.
-_BLAS = ThreadpoolController()
-# The limit is process-wide and restored on exit to what it was on entry: two sessions colouring
-# at once would leave it at 1 for good (the second restores the first's 1), so one at a time.
-_BLAS_LOCK = threading.Lock()
 
 # What the style target keeps for the nearest-envelope move; fixed by the target's format,
 # since one target serves every preset with its analysis.
@@ -131,7 +122,7 @@ class RunningColour:
         have an envelope the style never plays.
         """
         most = self.settings.max_change
-        with _BLAS_LOCK, _BLAS.limit(limits=1, user_api="blas"):
+        with one_blas_thread():  # small matrices: see ..blas
             change = np.clip(self._delta(logmag, style, strength), -most, most)
             share = self.settings.neighbours * strength * ramp_in(self.frames, self.warmup_frames)
             if envelopes is None or share <= 0:

@@ -30,6 +30,7 @@ import librosa
 import numpy as np
 import scipy.fft
 
+from ..blas import one_blas_thread
 from ..dsp.analysis import AnalysisConfig, hann, magnitude_scale
 from ..dsp.bands import mel_filters
 from .base import Context, Stage, StyleClip, quiet_share
@@ -232,6 +233,10 @@ class RunningMatchEQ(Stage):
 
     def listen(self, audio: np.ndarray) -> None:
         """Fold the delivered ``(channels, samples)`` audio into the running spectrum, channels' power pooled."""
+        with one_blas_thread():  # small matrices: see ..blas
+            self._listen(audio)
+
+    def _listen(self, audio: np.ndarray) -> None:
         audio = np.asarray(audio, dtype=np.float32)
         pending = audio if self._pending is None else np.concatenate([self._pending, audio], axis=-1)
         count = (pending.shape[-1] - self.n_fft) // self.hop + 1
@@ -257,6 +262,10 @@ class RunningMatchEQ(Stage):
         return max(top for top, _ in self._grid_tops)
 
     def apply(self, data: np.ndarray, context: Context) -> np.ndarray:
+        with one_blas_thread():  # small matrices: see ..blas
+            return self._apply(data, context)
+
+    def _apply(self, data: np.ndarray, context: Context) -> np.ndarray:
         heard = self._delivered.weight * self.hop / self.sample_rate
         strength = context.pull * min(1.0, heard / self.settings.warmup_seconds)
         if strength <= 0:  # frames left alone: the gain's record of its own change goes on, at nothing
