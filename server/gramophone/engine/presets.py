@@ -171,7 +171,8 @@ PRESETS: dict[str, Preset] = {
 # the grid of 256- and 512-sample blocks (at 23.2 ms the schedule alone is 11 ms longer). The networks
 # read 80 mel bands: 128 would leave empty triangles on its 236 channels, and a step costs less. A
 # stream leaves the match EQ out: on this grid the quiet bins lie beside a voice's harmonics, and live it
-# cost held-out gain (british → american 0.36 → 0.20; docs/research-log.md, "The match EQ live").
+# cost held-out gain (british → american 0.36 → 0.20; docs/research-log.md, "The match EQ live, from
+# the delivered audio").
 PRESETS["low-latency"] = replace(
     PRESETS["default"].with_stage("match_eq", live=False), name="low-latency",
     description="the default on a 21 ms analysis (236 channels, networks reading 80 mel bands), for live "

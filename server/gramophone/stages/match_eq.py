@@ -11,7 +11,7 @@ left out: loudness is the colouring's business), applied as a gain on the bins m
 words and notes live, keep the level the colouring and steps gave them, which is what keeps
 intelligibility (STOI) and the held-out gain. Offline it needs the whole rendered clip; a
 stream runs ``RunningMatchEQ``, which follows a running spectrum of the audio it delivered.
-Measured in docs/research-log.md (section 7, and "The match EQ live").
+Measured in docs/research-log.md (section 7, and "The match EQ live, from the delivered audio").
 
 Written here rather than taken from a library: librosa and pedalboard have no match EQ, and
 what this needs (a mel band gain limited to the quiet bins) is one STFT and a few lines.
@@ -19,12 +19,11 @@ what this needs (a mel band gain limited to the quiet bins) is one STFT and a fe
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
-
-import math
-from collections import deque
 
 import librosa
 import numpy as np
@@ -190,7 +189,8 @@ class RunningMatchEQ(Stage):
     gain goes on the output grid before resynthesis, but it is computed from the audio the
     stream delivered (``listen``), analysed as offline: what the grid asks for and what
     resynthesis delivers differ in the bins the edit filled, and measured on the grid instead
-    the EQ lowered the held-out gain (docs/research-log.md, "The match EQ live"). That audio
+    the EQ lowered the held-out gain (docs/research-log.md, "Not kept: the match EQ live, on the
+    grid", and "The match EQ live, from the delivered audio"). That audio
     already carries the gain applied so far, so the gain's own running change of the grid's
     band levels is taken back out of it: the gain follows the running spectrum, not its own
     past. Where resynthesis delivers only part of a gain (bins it fills with random phase come
