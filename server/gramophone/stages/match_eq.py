@@ -61,10 +61,15 @@ class MatchEQSettings:
         return MatchEQ(self, analysis, sample_rate)
 
 
+def _analysis_size(sample_rate: int) -> tuple[int, int]:
+    """The long-term spectrum's window and hop in samples at ``sample_rate``."""
+    n_fft = OVERLAP * max(1, round(WINDOW_MS * sample_rate / 1000 / OVERLAP))
+    return n_fft, n_fft // OVERLAP
+
+
 def _stft(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
     """The STFT of ``(channels, samples)`` audio at this module's analysis, and its hop."""
-    n_fft = OVERLAP * max(1, round(WINDOW_MS * sample_rate / 1000 / OVERLAP))
-    hop = n_fft // OVERLAP
+    n_fft, hop = _analysis_size(sample_rate)
     if audio.shape[-1] < n_fft:  # a clip shorter than one window: silence after it, as the edges are padded anyway
         audio = np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, n_fft - audio.shape[-1])])
     return librosa.stft(audio, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="constant"), hop
@@ -213,8 +218,7 @@ class RunningMatchEQ(Stage):
         basis = _mel_basis(sample_rate, analysis.n_fft(sample_rate) // 2 + 1)
         # the grid's channels: its bins up to 11 kHz, zero-padded where the rate has fewer (analysis.to_grid)
         self.grid_basis = np.pad(basis, ((0, 0), (0, max(0, self.channels - basis.shape[1]))))[:, :self.channels]
-        self.n_fft = OVERLAP * max(1, round(WINDOW_MS * sample_rate / 1000 / OVERLAP))
-        self.hop = self.n_fft // OVERLAP
+        self.n_fft, self.hop = _analysis_size(sample_rate)
         self.window = hann(self.n_fft).astype(np.float32)
         self.fft_size = scipy.fft.next_fast_len(self.n_fft, real=True)  # zero-padded: 4 460 at 48 kHz is 4 × 5 × 223
         self.basis = _mel_basis(sample_rate, self.fft_size // 2 + 1)
@@ -249,7 +253,7 @@ class RunningMatchEQ(Stage):
             pending = pending[:, count * self.hop:]
         self._pending = pending
 
-    def _band_db(self, magnitude: np.ndarray) -> np.ndarray:
+    def _grid_band_db(self, magnitude: np.ndarray) -> np.ndarray:
         """``(frames, MEL_BANDS)`` band dB of ``(channels, grid channels, frames)`` grid magnitudes."""
         power = (magnitude ** 2).mean(axis=0)
         return 10.0 * np.log10(np.maximum(self.grid_basis @ power, 1e-20)).T
@@ -279,5 +283,5 @@ class RunningMatchEQ(Stage):
         level = 20.0 * np.log10(np.maximum(magnitude, 1e-10))
         quiet = quiet_share(level, self._grid_top(level), self.settings.quiet_db, self.settings.blend_db)
         gained = magnitude * 10.0 ** (strength * quiet * bin_gain[:, None] / 20.0)
-        self._own.add(self._band_db(gained) - self._band_db(magnitude), self._decay(self.grid_hop))
+        self._own.add(self._grid_band_db(gained) - self._grid_band_db(magnitude), self._decay(self.grid_hop))
         return np.log1p(gained * self.scale).astype(np.float32)
