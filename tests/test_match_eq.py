@@ -157,6 +157,16 @@ def _grid_gain_db(eq: RunningMatchEQ, audio: np.ndarray, style: np.ndarray) -> t
     return 20 * np.log10(np.maximum(after, 1e-12) / np.maximum(before, 1e-12)), before
 
 
+def _effect_off(audio: np.ndarray, style: np.ndarray, *stages: RunningMatchEQ) -> None:
+    """``audio`` delivered to each stage half a second at a time, its grid passed with the effect off."""
+    for start in range(0, audio.shape[-1], RATE // 2):
+        part = audio[:, start:start + RATE // 2]
+        part_grid = analyse(part, RATE, AnalysisConfig()).logmag
+        for stage in stages:
+            stage.listen(part)
+            stage.apply(part_grid, _context(style, pull=0.0))
+
+
 def test_live_it_raises_quiet_bins_by_the_boost_share_cuts_in_full_and_leaves_the_loud_ones():
     dark = _tone_over_floor(1e-2 * _lowpassed(_noise(4, 12), 1000.0))
     bright, _ = long_term_spectrum(_noise(4, 13)[None], RATE)
@@ -197,13 +207,48 @@ def test_live_after_a_stretch_with_the_effect_off_it_equalises_from_what_it_hear
     used.listen(dark[:, :4 * RATE])
     for _ in range(20):
         used.apply(grid, _context(style))  # a gain applied and recorded
-    for start in range(4 * RATE, dark.shape[-1], RATE // 2):  # the effect off for 20 s: nothing applied
-        part = dark[:, start:start + RATE // 2]
-        part_grid = analyse(part, RATE, AnalysisConfig()).logmag
-        for stage in (used, fresh):
-            stage.listen(part)
-            stage.apply(part_grid, _context(style, pull=0.0))
+    _effect_off(dark[:, 4 * RATE:], style, used, fresh)  # 20 s: nothing applied
     np.testing.assert_allclose(used.apply(grid, _context(style)), fresh.apply(grid, _context(style)), atol=0.05)
+
+
+def test_live_the_gain_ramps_in_over_the_warm_up_of_delivered_audio():
+    """Half the warm-up heard: about half the gain in dB; the whole warm-up: the gain of a stage with none."""
+    style, _ = long_term_spectrum(_noise(2, 28)[None], RATE)
+    dark = _tone_over_floor(1e-2 * _lowpassed(_noise(3, 29), 1000.0))
+    grid = analyse(dark, RATE, AnalysisConfig()).logmag
+
+    def gain_db(warmup_seconds: float, heard_seconds: float) -> np.ndarray:
+        eq = RunningMatchEQ(MatchEQSettings(warmup_seconds=warmup_seconds), AnalysisConfig(), RATE)
+        eq.listen(dark[:, :round(heard_seconds * RATE)])
+        return 20 * np.log10(np.maximum(np.expm1(eq.apply(grid, _context(style))), 1e-12)
+                             / np.maximum(np.expm1(grid), 1e-12))
+
+    whole = gain_db(0.0, 2.2)  # 2 s of analysis frames: the first frame takes a whole 93 ms window
+    assert np.abs(whole).max() > 6  # the premise: there is a gain to ramp in
+    np.testing.assert_allclose(gain_db(2.0, 2.2), whole, atol=1e-4)
+    halfway = gain_db(2.0, 1.0) / np.where(np.abs(gain_db(0.0, 1.0)) > 1, gain_db(0.0, 1.0), np.nan)
+    assert 0.4 < np.nanmedian(halfway) < 0.6
+
+
+def test_live_a_loud_stretch_before_the_effect_went_off_is_forgotten_while_off():
+    """The quiet bins are judged against the loudest grid bin of the last ``window_seconds``, the
+    frames passed while the effect was off included: 20 s later a loud start no longer counts."""
+    style, _ = long_term_spectrum(_noise(2, 30)[None], RATE)
+    dark = _tone_over_floor(1e-2 * _lowpassed(_noise(22, 31), 1000.0))
+    grid = analyse(dark[:, :RATE], RATE, AnalysisConfig()).logmag
+    loud = np.log1p(np.expm1(grid) * 1000.0)  # 60 dB louder
+    used, fresh = _running(), _running()
+    used.listen(dark[:, :2 * RATE])
+    used.apply(loud, _context(style))
+    _effect_off(dark[:, 2 * RATE:], style, used, fresh)
+    np.testing.assert_allclose(used.apply(grid, _context(style)), fresh.apply(grid, _context(style)), atol=0.05)
+
+
+@pytest.mark.parametrize("setting", [{"blend_db": 0.0}, {"live_max_db": -3.0}, {"window_seconds": 0.0},
+                                     {"warmup_seconds": -1.0}, {"live_boost": -0.5}])
+def test_settings_out_of_range_are_refused(setting):
+    with pytest.raises(ValueError):
+        MatchEQSettings(**setting)
 
 
 def test_live_a_gain_the_audio_never_shows_stays_within_its_bound():

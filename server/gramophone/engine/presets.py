@@ -5,10 +5,12 @@
   each frame then halfway to the style's nearest envelopes, then Adam from the content against a pool of eight small random networks, one per step,
   each reading 128 mel-band averages of the grid (the same effect as reading all 513
   channels, at about half the cost); held under the style's range, and each channel's
-  quiet levels mapped onto the style's; offline, the rendered clip's quiet bins then
-  equalised toward the style's long-term spectrum.
+  quiet levels mapped onto the style's; the quiet bins then equalised toward the style's
+  long-term spectrum (offline over the rendered clip, live from a running spectrum of the
+  audio delivered so far).
 - ``low-latency``: the default on a 21 ms analysis, for ``serve --latency low``: a frame
-  needs half the look-ahead, and the networks see a coarser spectrum (less effect offline).
+  needs half the look-ahead, and the networks see a coarser spectrum (less effect offline);
+  live it leaves the match EQ out.
 - ``article``: the article's network and settings (``../shared/seed/recipe.md``), minus
   its two bugs: the spectrogram is not clamped to [0, 1] before each step (on log1p
   magnitudes that capped every bin at e − 1) and the loss weights are applied once, not

@@ -1,4 +1,4 @@
-"""The style's long-term spectrum on the quiet bins: a match EQ over the rendered clip (offline).
+"""The style's long-term spectrum on the quiet bins: a match EQ over the rendered clip, or the delivered stream.
 
 Colouring, gram steps and the level map edit the analysis grid, and what resynthesis
 delivers differs from what they asked: bins the edit fills come out about 7 dB under their
@@ -32,7 +32,7 @@ import scipy.fft
 from ..blas import one_blas_thread
 from ..dsp.analysis import AnalysisConfig, hann, magnitude_scale
 from ..dsp.bands import mel_filters
-from .base import Context, Stage, StyleClip, quiet_share
+from .base import Context, Stage, StyleClip, quiet_share, ramp_in
 
 # The long-term spectrum's analysis, which a style target stores: fixed, not a preset's setting.
 WINDOW_MS = 2048 / 22050 * 1000  # 93 ms: fine enough to part a voice's harmonics from the gaps between them
@@ -57,6 +57,12 @@ class MatchEQSettings:
     window_seconds: float = 4.0  # live: the running spectra's window
     warmup_seconds: float = 2.0  # live: the gain ramps in over this much delivered audio
 
+    def __post_init__(self) -> None:
+        if self.blend_db <= 0 or self.live_max_db <= 0 or self.window_seconds <= 0:
+            raise ValueError("blend_db, live_max_db and window_seconds must be positive")
+        if self.boost < 0 or self.live_boost < 0 or self.warmup_seconds < 0:
+            raise ValueError("boost, live_boost and warmup_seconds must not be negative")
+
     def build(self, analysis: AnalysisConfig, bands: int, chunk_frames: int, sample_rate: int) -> "MatchEQ":
         return MatchEQ(self, analysis, sample_rate)
 
@@ -78,6 +84,11 @@ def _stft(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
 def _mel_basis(sample_rate: int, bins: int) -> np.ndarray:
     """``(MEL_BANDS, bins)`` triangular mel filters up to ``MAX_FREQ_HZ`` (or Nyquist, if lower)."""
     return mel_filters(sample_rate, 2 * (bins - 1), MEL_BANDS, fmax=min(MAX_FREQ_HZ, sample_rate / 2))
+
+
+def _mel_db(power: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """``(frames, MEL_BANDS)`` band levels in dB of ``(frames, bins)`` power, unclipped."""
+    return 10.0 * np.log10(np.maximum(power @ basis.T, 1e-20))
 
 
 def _band_db(power: np.ndarray, basis: np.ndarray) -> np.ndarray:
@@ -141,11 +152,11 @@ def _bins_from_bands(band_gain_db: np.ndarray, basis: np.ndarray) -> np.ndarray:
 
 
 class MatchEQ(Stage):
-    """The match EQ as a stage: learns the style's long-term spectrum; offline only (it needs the whole clip)."""
+    """The match EQ as a stage: learns the style's long-term spectrum; offline it equalises the whole rendered
+    clip, and a stream runs its running version (``live``) unless the settings say not to."""
 
     name: ClassVar[str] = "match_eq"
     place: ClassVar[str] = "audio"
-    offline_only: ClassVar[bool] = True
 
     def __init__(self, settings: MatchEQSettings, analysis: AnalysisConfig, sample_rate: int) -> None:
         self.settings = settings
@@ -212,21 +223,23 @@ class RunningMatchEQ(Stage):
     def __init__(self, settings: MatchEQSettings, analysis: AnalysisConfig, sample_rate: int) -> None:
         self.settings = settings
         self.sample_rate = sample_rate
-        self.channels = analysis.channels
+        channels = analysis.channels
         self.grid_hop = analysis.hop_length(sample_rate)
         self.scale = magnitude_scale(analysis, sample_rate)
         basis = _mel_basis(sample_rate, analysis.n_fft(sample_rate) // 2 + 1)
         # the grid's channels: its bins up to 11 kHz, zero-padded where the rate has fewer (analysis.to_grid)
-        self.grid_basis = np.pad(basis, ((0, 0), (0, max(0, self.channels - basis.shape[1]))))[:, :self.channels]
+        self.grid_basis = np.pad(basis, ((0, 0), (0, max(0, channels - basis.shape[1]))))[:, :channels]
         self.n_fft, self.hop = _analysis_size(sample_rate)
         self.window = hann(self.n_fft).astype(np.float32)
         self.fft_size = scipy.fft.next_fast_len(self.n_fft, real=True)  # zero-padded: 4 460 at 48 kHz is 4 × 5 × 223
         self.basis = _mel_basis(sample_rate, self.fft_size // 2 + 1)
-        self.window_frames = round(settings.window_seconds * sample_rate / self.grid_hop)
+        self.window_frames = max(1, round(settings.window_seconds * sample_rate / self.grid_hop))
+        self.warmup_frames = round(settings.warmup_seconds * sample_rate / self.hop)  # of delivered audio's analysis
         self.reset()
 
     def reset(self) -> None:
         self._pending: np.ndarray | None = None  # delivered samples not yet in a full analysis frame
+        self._heard = 0  # analysis frames of delivered audio since the reset
         self._delivered = RunningMean(MEL_BANDS)  # band dB of the delivered audio
         self._own = RunningMean(MEL_BANDS)  # the gain's own change of the grid's band dB
         self._top_db = -np.inf  # the delivered audio's loudest band level, for the floor TOP_DB under it
@@ -247,7 +260,8 @@ class RunningMatchEQ(Stage):
         if count > 0:
             frames = np.lib.stride_tricks.sliding_window_view(pending, self.n_fft, axis=-1)[:, ::self.hop][:, :count]
             power = (np.abs(scipy.fft.rfft(frames * self.window, n=self.fft_size, axis=-1)) ** 2).mean(axis=0)
-            level = 10.0 * np.log10(np.maximum(power @ self.basis.T, 1e-20))
+            level = _mel_db(power, self.basis)
+            self._heard += count
             self._top_db = max(self._top_db, float(level.max()))
             self._delivered.add(np.maximum(level, self._top_db - TOP_DB), self._decay(self.hop))
             pending = pending[:, count * self.hop:]
@@ -255,8 +269,7 @@ class RunningMatchEQ(Stage):
 
     def _grid_band_db(self, magnitude: np.ndarray) -> np.ndarray:
         """``(frames, MEL_BANDS)`` band dB of ``(channels, grid channels, frames)`` grid magnitudes."""
-        power = (magnitude ** 2).mean(axis=0)
-        return 10.0 * np.log10(np.maximum(self.grid_basis @ power, 1e-20)).T
+        return _mel_db((magnitude ** 2).mean(axis=0).T, self.grid_basis)
 
     def _grid_top(self, level: np.ndarray) -> float:
         """The loudest grid bin of the last ``window_seconds``, this chunk's ``level`` included."""
@@ -270,8 +283,10 @@ class RunningMatchEQ(Stage):
             return self._apply(data, context)
 
     def _apply(self, data: np.ndarray, context: Context) -> np.ndarray:
-        heard = self._delivered.weight * self.hop / self.sample_rate
-        strength = context.pull * min(1.0, heard / self.settings.warmup_seconds)
+        magnitude = np.expm1(np.maximum(data, 0.0)) / self.scale
+        level = 20.0 * np.log10(np.maximum(magnitude, 1e-10))
+        top = self._grid_top(level)  # every chunk counts toward the loudest level, applied or not
+        strength = context.pull * ramp_in(self._heard, self.warmup_frames)
         if strength <= 0:  # frames left alone: the gain's record of its own change goes on, at nothing
             self._own.add(np.zeros((data.shape[-1], MEL_BANDS)), self._decay(self.grid_hop))
             return data
@@ -279,9 +294,7 @@ class RunningMatchEQ(Stage):
         band_gain = np.clip(_band_gain(context.features[self.name], before - before.mean(), self.settings.live_boost),
                             -self.settings.live_max_db, self.settings.live_max_db)
         bin_gain = _bins_from_bands(band_gain, self.grid_basis)
-        magnitude = np.expm1(np.maximum(data, 0.0)) / self.scale
-        level = 20.0 * np.log10(np.maximum(magnitude, 1e-10))
-        quiet = quiet_share(level, self._grid_top(level), self.settings.quiet_db, self.settings.blend_db)
+        quiet = quiet_share(level, top, self.settings.quiet_db, self.settings.blend_db)
         gained = magnitude * 10.0 ** (strength * quiet * bin_gain[:, None] / 20.0)
         self._own.add(self._grid_band_db(gained) - self._grid_band_db(magnitude), self._decay(self.grid_hop))
         return np.log1p(gained * self.scale).astype(np.float32)
