@@ -246,6 +246,35 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
+@dataclass(frozen=True)
+class CpuTimes:
+    """The machine's CPU time so far, all cores, in clock ticks (``/proc/stat``), and its share stolen.
+
+    On a virtual machine the host can take a core away (steal): a timing row taken while a
+    quarter of the time was stolen says more about the host than about the program, and the
+    load average does not show it.
+    """
+
+    total: int
+    steal: int
+
+    @classmethod
+    def now(cls) -> CpuTimes | None:
+        """The counts now; None where there is no ``/proc/stat`` (not Linux)."""
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        ticks = [int(value) for value in fields[:8]]  # user … steal; guest time is inside user already
+        return cls(sum(ticks), ticks[7])
+
+    def steal_since(self, earlier: CpuTimes | None) -> float | None:
+        """The share of CPU time stolen between ``earlier`` and these counts."""
+        if earlier is None or self.total <= earlier.total:
+            return None
+        return (self.steal - earlier.steal) / (self.total - earlier.total)
+
+
 def chunk_seconds(sample_rate: int, latency: LatencySetting = LATENCIES["default"]) -> float:
     """How long one live chunk of a ``serve --latency`` setting lasts (``chunk_frames`` STFT hops of its preset)."""
     return latency.chunk_frames * get_preset(latency.preset).analysis.hop_length(sample_rate) / sample_rate

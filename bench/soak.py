@@ -11,7 +11,9 @@ matching ``/audio``) against the latency ``/connected`` reported, the dry share 
 to the one sent, sample for sample, went back unprocessed) and ``lost_blocks``, the late share
 (``late_chunks`` ÷ chunks) and ``late_blocks`` (``/status``, where the server sends it), the server's
 RSS at the phase's start and end, ``/ping`` round trips (every 100 ms, from a socket of its own), and
-the machine's load average when the row was taken (the soak shares the cores with whatever else runs).
+the machine's load average when the row was taken (the soak shares the cores with whatever else runs),
+and the share of CPU time the host stole over the phase (a virtual machine's cores taken away: at a
+quarter stolen, 2 sessions here lost hundreds of blocks that a quiet host keeps).
 A 5-second session first warms the server up (its row is shown, not judged): its first chunks
 allocate about 3 % of its memory once, which is not the growth the RSS goal looks for.
 
@@ -46,7 +48,7 @@ from pythonosc.osc_message import OscMessage
 
 from gramophone.engine.latency import LATENCIES
 
-from .common import Column, Server, audio_message, chunk_seconds, message, report_goals, table
+from .common import Column, CpuTimes, Server, audio_message, chunk_seconds, message, report_goals, table
 from .timing import TimedSocket
 
 RATE = 48_000
@@ -214,9 +216,10 @@ def sleep_until(moment: float) -> None:
 
 def stage(name: str, kind: str, sessions: list[Session], seqs: list[range], statuses: list[list],
           sent_blocks: list[int], window: tuple[float, float], rss: tuple[float, float], pinger: Pinger,
-          chunk: float) -> dict:
+          chunk: float, steal: float | None) -> dict:
     """One table row: the blocks ``seqs`` of each session, the ``/status`` counts that cover them
-    (``sent_blocks`` each, for the count of chunks of ``chunk`` seconds), RSS and pings over ``window``."""
+    (``sent_blocks`` each, for the count of chunks of ``chunk`` seconds), RSS and pings over ``window``,
+    and the share of the machine's CPU time its host stole meanwhile."""
     delays = [(s.returned_at[r] - s.sent_at[r]) * 1000 for s, r in zip(sessions, seqs)]
     over = np.concatenate([d - 1000 * s.latency for s, d in zip(sessions, delays)])  # past each one's own promise
     returned = np.concatenate(delays)
@@ -236,7 +239,11 @@ def stage(name: str, kind: str, sessions: list[Session], seqs: list[range], stat
             "late_share": late_chunks / (sum(sent_blocks) * PERIOD / chunk),
             "late_blocks": sum(late_blocks) if len(late_blocks) == len(statuses) else "n/a",
             "rss_start": rss[0], "rss_end": rss[1], "growth": rss[1] / rss[0] - 1, "ping_p99": pinger.p99(*window),
-            "load": os.getloadavg()[0], "unanswered": sum(len(s.pending) for s in sessions)}
+            "load": os.getloadavg()[0], "steal": steal, "unanswered": sum(len(s.pending) for s in sessions)}
+
+
+def _steal(before: CpuTimes | None, after: CpuTimes | None) -> float | None:
+    return None if after is None else after.steal_since(before)
 
 
 def since(before: list, after: list) -> list:
@@ -270,7 +277,7 @@ def phase(server: Server, pinger: Pinger, count: int, blocks: int, chunk: float,
     tail = max(s.tail for s in sessions)
     dropped_seq = blocks + tail
     start = time.time() + 0.2
-    rss_start = rss_mib(server.proc.pid)
+    rss_start, cpu_start = rss_mib(server.proc.pid), CpuTimes.now()
     plans = [(dropped_seq + recovery + tail, blocks) if index == 0 and recovery else (dropped_seq, None)
              for index in range(count)]
     threads = [threading.Thread(target=s.run, args=(start + index * PERIOD / count, *plan))
@@ -279,10 +286,10 @@ def phase(server: Server, pinger: Pinger, count: int, blocks: int, chunk: float,
         thread.start()
     end = start + blocks * PERIOD
     sleep_until(end)
-    rss_end = rss_mib(server.proc.pid)
+    rss_end, cpu_end = rss_mib(server.proc.pid), CpuTimes.now()
     if recovery:
         sleep_until(start + (dropped_seq + recovery) * PERIOD)
-        rss_after = rss_mib(server.proc.pid)
+        rss_after, cpu_after = rss_mib(server.proc.pid), CpuTimes.now()
     for thread in threads:
         thread.join()
     for s in sessions:
@@ -291,13 +298,14 @@ def phase(server: Server, pinger: Pinger, count: int, blocks: int, chunk: float,
     name = "warm-up" if kind == "warm-up" else f"{count} session{'s' * (count > 1)}"
     sent_blocks = [blocks if recovery and index == 0 else dropped_seq for index in range(count)]
     rows = [stage(name, kind, sessions, [range(blocks)] * count, [s.statuses[0] for s in sessions], sent_blocks,
-                  (start, end), (rss_start, rss_end), pinger, chunk)]
+                  (start, end), (rss_start, rss_end), pinger, chunk, _steal(cpu_start, cpu_end))]
     if recovery:
         first = sessions[0]
         dropped = max(float(np.nanmax(s.sent_at)) for s in sessions[1:])
         seqs = range(dropped_seq, dropped_seq + recovery)
         rows.append(stage(f"1 after {count}", "recovery", [first], [seqs], [since(*first.statuses)], [first.sent_at.size - blocks],
-                          (dropped, dropped + recovery * PERIOD), (rss_end, rss_after), pinger, chunk)
+                          (dropped, dropped + recovery * PERIOD), (rss_end, rss_after), pinger, chunk,
+                          _steal(cpu_end, cpu_after))
                     | {"wet_again": wet_again(first, seqs, dropped, chunk)})
     return rows
 
@@ -334,7 +342,8 @@ COLUMNS = [Column("phase", "phase"), Column("sent", "sent"), Column("returned", 
            Column("late_share", "late chunks", "{:.1%}"), Column("late_blocks", "late_blocks"),
            Column("rss_start", "RSS start MiB", "{:.0f}"), Column("rss_end", "RSS end MiB", "{:.0f}"),
            Column("growth", "RSS growth", "{:+.1%}"), Column("ping_p99", "/ping p99 ms", "{:.2f}"),
-           Column("wet_again", "wet again (chunks)", "{:.2f}"), Column("load", "load", "{:.1f}")]
+           Column("wet_again", "wet again (chunks)", "{:.2f}"), Column("load", "load", "{:.1f}"),
+           Column("steal", "stolen", "{:.1%}")]
 
 
 def main() -> None:

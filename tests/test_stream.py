@@ -19,7 +19,7 @@ from gramophone.dsp.bands import frame_energy_db
 from gramophone.params import Parameters
 from gramophone.engine.presets import get_preset
 from gramophone.engine.step_time import StepTime
-from gramophone.engine.stream import FINISH_SAFETY, MARGIN_SECONDS, StreamConfig, StreamProcessor
+from gramophone.engine.stream import FINISH_SAFETY, MARGIN_SECONDS, SHARED_FINISH_SECONDS, StreamConfig, StreamProcessor
 from gramophone.engine.style import StyleTarget, learn_style
 from levelutil import level_distance
 from testpresets import OTHER, SMALL, lacking, quick_warm_up, without
@@ -536,7 +536,7 @@ def test_demand_counts_the_kept_share_of_the_budget_and_the_chunks_other_work(st
     assert proc.demand.steps == pytest.approx(0.8 * 0.5)
     chunk_seconds = proc.config.chunk_frames * proc.hop / 48000
     assert proc.demand.other == pytest.approx(proc.chunk_work_seconds / chunk_seconds) and 0 < proc.demand.other < 1
-    finishing = (proc.reserve_seconds - MARGIN_SECONDS) / FINISH_SAFETY
+    finishing = (proc.reserve_seconds - MARGIN_SECONDS - SHARED_FINISH_SECONDS) / FINISH_SAFETY
     assert proc.chunk_work_seconds >= finishing * (1 - 1e-9)  # the finishing is part of the whole
     fitted = StreamProcessor(make_params(budget=0.5), style_a, SMALL, mode="live")
     fitted.prepare(48000, 1, 512, max_latency=proc.latency_samples - 1000)
