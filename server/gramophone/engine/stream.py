@@ -531,7 +531,9 @@ class StreamProcessor:
         start = first * self.hop - (self.n_fft - self.hop) - self._input_start
         span = self._input[:, start:start + (count - 1) * self.hop + self.n_fft]
         windows = np.lib.stride_tricks.sliding_window_view(span, self.n_fft, axis=1)[:, :: self.hop][:, :count]
-        return np.fft.rfft(windows * self.window, axis=-1).transpose(0, 2, 1).astype(np.complex64)
+        # torch's FFT, not NumPy's: at 48 kHz the frame (2 228 = 4 × 557) is 3-4× slower in NumPy
+        spectra = torch.fft.rfft(torch.from_numpy(windows * self.window), dim=-1).numpy()
+        return spectra.transpose(0, 2, 1).astype(np.complex64)
 
     def _current_style(self) -> StyleTarget:
         """The target in force, partway through a crossfade if one is running."""
@@ -673,7 +675,8 @@ class StreamProcessor:
     def _synthesise(self, first: int, spectra: np.ndarray, logmag: np.ndarray, edited: np.ndarray,
                     context: Context) -> None:
         """Overlap-add the chunk's frames; move finished samples, limited, to the wet buffer."""
-        frames = np.fft.irfft(apply_logmag(spectra, logmag, edited, self.scale, self._phase_rng), n=self.n_fft, axis=1)
+        edited_spectra = apply_logmag(spectra, logmag, edited, self.scale, self._phase_rng)
+        frames = torch.fft.irfft(torch.from_numpy(edited_spectra), n=self.n_fft, dim=1).numpy()  # torch's: see _frames
         frames = frames.transpose(0, 2, 1) * self.window  # (channels, count, n_fft)
         count = frames.shape[1]
         start = first * self.hop - (self.n_fft - self.hop)
